@@ -1,0 +1,148 @@
+# sluice - one non-recursive Makefile.
+#
+#   make            release build of bin/sluice
+#   make test       sanitizer build (ASan + UBSan) of every test, then run them all
+#   make demo       run the README's demo
+#   make bench      benchmarks, built optimized
+#   make format     clang-format every C file in place (format-check: verify only)
+#   make lint       clang-tidy over every C file, zero findings
+#   make deps       install the Debian packages everything above needs
+#
+# All modules compile into one static library per variant (libsluice.a); the binary,
+# the tests, the fuzzers and the benchmarks link it. Variants live under build/<variant>/.
+
+.DEFAULT_GOAL := all
+SHELL := /bin/bash
+
+PKGS       := libuv libpq hiredis libcurl libcjson yaml-0.1 libgit2 libcrypto
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) check 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null)
+
+CC     ?= cc
+CLANG  ?= clang
+WARN   := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+          -Wformat=2 -Wno-format-nonliteral -Wvla
+STD    := -std=c11 -D_POSIX_C_SOURCE=200809L
+CFLAGS_BASE := $(STD) $(WARN) -I. -Ibuild $(PKG_CFLAGS) -MMD -MP
+
+CFLAGS_release := -O2 -g
+CFLAGS_asan    := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+                  -fno-sanitize-recover=all
+LDFLAGS_release :=
+LDFLAGS_asan    := -fsanitize=address,undefined
+
+MODULES  := common dsl store queue scheduler worker api
+LIB_SRCS := $(sort $(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
+CLI_SRCS := $(sort $(wildcard cli/*.c))
+TEST_SRCS := $(sort $(wildcard tests/unit/*/*.c tests/integration/*.c tests/harness/*.c)) \
+             tests/check_main.c tests/testutil.c
+BENCH_SRCS := $(sort $(wildcard bench/*.c))
+FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+ALL_C     := $(LIB_SRCS) $(CLI_SRCS) $(TEST_SRCS) $(BENCH_SRCS) $(FUZZ_SRCS)
+ALL_H     := $(sort $(wildcard */*.h tests/*/*.h))
+
+obj = $(patsubst %.c,build/$(1)/obj/%.o,$(2))
+
+# Test suites are found by name: tests/<dir>/<sub>/check_<name>.c defines
+# Suite *suite_<sub>_<name>(void). build/suites.inc lists them for tests/check_main.c.
+SUITE_SRCS := $(filter-out tests/check_main.c tests/testutil.c tests/harness/%,$(TEST_SRCS))
+SUITE_NAMES := $(foreach f,$(SUITE_SRCS),$(notdir $(patsubst %/,%,$(dir $(f))))_$(patsubst check_%.c,%,$(notdir $(f))))
+build/suites.inc: Makefile $(SUITE_SRCS)
+	@mkdir -p $(@D)
+	@printf 'SUITE(%s)\n' $(SUITE_NAMES) > $@.tmp && mv $@.tmp $@
+
+# --- per-variant rules -------------------------------------------------------------
+define VARIANT
+build/$(1)/obj/%.o: %.c
+	@mkdir -p $$(@D)
+	@echo "  CC [$(1)] $$<"
+	@$$(CC) $$(CFLAGS_BASE) $$(CFLAGS_$(1)) -c $$< -o $$@
+
+build/$(1)/libsluice.a: $(call obj,$(1),$(LIB_SRCS))
+	@mkdir -p $$(@D)
+	@rm -f $$@ && ar rcs $$@ $$^
+
+build/$(1)/bin/sluice: $(call obj,$(1),$(CLI_SRCS)) build/$(1)/libsluice.a
+	@mkdir -p $$(@D)
+	$$(CC) $$(LDFLAGS_$(1)) -o $$@ $$^ $$(PKG_LIBS) -lm
+
+build/$(1)/obj/tests/check_main.o: build/suites.inc
+
+build/$(1)/tests/check_sluice: $(call obj,$(1),$(TEST_SRCS)) build/$(1)/libsluice.a
+	@mkdir -p $$(@D)
+	$$(CC) $$(LDFLAGS_$(1)) -o $$@ $$^ $$(PKG_LIBS) $$(CHECK_LIBS) -lm
+
+endef
+$(eval $(call VARIANT,release))
+$(eval $(call VARIANT,asan))
+-include $(patsubst %.c,build/release/obj/%.d,$(ALL_C)) $(patsubst %.c,build/asan/obj/%.d,$(ALL_C))
+
+.PHONY: all deps test unit demo bench format format-check lint fuzz clean
+all: bin/sluice compile_commands.json
+
+bin/sluice: build/release/bin/sluice
+	@mkdir -p bin
+	cp $< $@
+
+# Installs the Debian packages; quiet and quick when nothing is missing.
+deps:
+	@bash scripts/deps.sh
+
+# Every unit and integration test under ASan + UBSan, then a bounded fuzz run.
+test: deps
+	@$(MAKE) --no-print-directory build/asan/tests/check_sluice build/asan/bin/sluice
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(or $(FUZZ_SECONDS),20)
+	SLUICE_BIN=$(CURDIR)/build/asan/bin/sluice SLUICE_SRC=$(CURDIR) \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  build/asan/tests/check_sluice
+
+# Until the engine exists the demo validates and draws the example DAGs.
+demo: deps
+	@$(MAKE) --no-print-directory bin/sluice
+	bash scripts/demo.sh
+
+bench: deps
+	@$(MAKE) --no-print-directory build/release/bench/bench_dsl bin/sluice
+	build/release/bench/bench_dsl
+
+build/release/bench/bench_dsl: $(call obj,release,$(BENCH_SRCS)) build/release/libsluice.a
+	@mkdir -p $(@D)
+	$(CC) -o $@ $^ $(PKG_LIBS) -lm
+
+# libFuzzer targets, built with clang; each runs for FUZZ_SECONDS (default 60).
+FUZZ_SECONDS ?= 60
+FUZZ_CFLAGS := $(STD) -Wall -Wextra -Werror -I. $(PKG_CFLAGS) -g -O1 \
+               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+FUZZ_LIB_SRCS := common/error.c common/xalloc.c common/strbuf.c common/arena.c common/log.c \
+                 $(sort $(wildcard dsl/*.c)) $(sort $(wildcard common/tz.c common/json.c common/duration.c))
+build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_SRCS) $(ALL_H)
+	@mkdir -p $(@D)
+	$(CLANG) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_LIB_SRCS) $(PKG_LIBS) -lm
+fuzz: $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_SRCS))
+	@for f in $^; do \
+	  name=$$(basename $$f); corpus=tests/fuzz/corpus/$$name; mkdir -p build/fuzz/work/$$name; \
+	  echo "fuzz: $$name for $(FUZZ_SECONDS)s"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -max_len=16384 -timeout=10 -rss_limit_mb=2048 \
+	      -print_final_stats=0 build/fuzz/work/$$name $$corpus \
+	      >build/fuzz/work/$$name.log 2>&1 || { tail -60 build/fuzz/work/$$name.log; exit 1; }; \
+	  grep -E '^#[0-9]+.*DONE' build/fuzz/work/$$name.log | tail -1; \
+	done
+
+format:
+	clang-format -i $(ALL_C) $(ALL_H)
+
+format-check:
+	clang-format --dry-run -Werror $(ALL_C) $(ALL_H)
+
+lint: compile_commands.json
+	clang-tidy --quiet -p . $(LIB_SRCS) $(CLI_SRCS) 2>/dev/null | (! grep -E 'warning:|error:')
+
+# compile_commands.json for clangd and clang-tidy, written from the same flags.
+compile_commands.json: Makefile $(ALL_C)
+	@{ echo '['; sep=''; for f in $(ALL_C); do \
+	  printf '%s{"directory":"%s","file":"%s","command":"%s %s -c %s"}\n' "$$sep" "$(CURDIR)" \
+	    "$$f" "$(CC)" "$(CFLAGS_BASE) $(CFLAGS_release)" "$$f"; sep=','; done; echo ']'; } > $@
+
+clean:
+	rm -rf build bin compile_commands.json

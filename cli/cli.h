@@ -1,0 +1,20 @@
+/*
+ * cli/cli.h - the subcommands of the sluice binary.
+ *
+ * Each subcommand takes argc/argv starting at its own name and returns the
+ * process exit status: 0 success, 1 the command's work found a problem (an
+ * invalid DAG, a failed run), 2 a usage error.
+ */
+#ifndef SLUICE_CLI_CLI_H
+#define SLUICE_CLI_CLI_H
+
+struct cli_command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *help;
+};
+
+/* sluice dag validate|graph|show */
+int cmd_dag(int argc, char **argv);
+
+#endif

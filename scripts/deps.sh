@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what sluice's build, tests, benchmarks and demo need on Debian 12.
+# Idempotent and quiet when everything is already there. Run as root (or with sudo).
+set -euo pipefail
+
+packages=(
+    build-essential pkg-config git ca-certificates tzdata
+    libuv1-dev libpq-dev libhiredis-dev libcurl4-openssl-dev libcjson-dev libyaml-dev
+    libgit2-dev check libssl-dev libsubunit-dev
+    postgresql postgresql-contrib redis-server redis-tools
+    python3 python3-sklearn python3-numpy python3-croniter python3-tz python3-dateutil
+    clang clang-format clang-tidy cppcheck bear libclang-rt-14-dev
+    hyperfine
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+        missing+=("$p")
+    fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+
+echo "deps: installing ${missing[*]}"
+SUDO=
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO=sudo
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# The Debian package starts a system-wide Redis; sluice's tests and demo start their own.

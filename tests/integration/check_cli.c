@@ -1,0 +1,182 @@
+/*
+ * tests/integration/check_cli.c - the sluice binary's dag subcommands, run as a user would.
+ *
+ * Runs the sanitizer build of bin/sluice (test_sluice_bin()) on the example DAGs
+ * and on broken copies, checking exit codes, stdout and stderr.
+ */
+#include "common/xalloc.h"
+#include "tests/testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Runs sluice with up to 6 arguments; returns the exit status. */
+static int run_sluice(char **out, char **err, const char *a1, const char *a2, const char *a3,
+                      const char *a4, const char *a5, const char *a6)
+{
+    char *argv[8] = {(char *)test_sluice_bin(), (char *)a1, (char *)a2, (char *)a3,
+                     (char *)a4, (char *)a5, (char *)a6, NULL};
+    return test_run(argv, out, err);
+}
+
+static char *write_temp(const char *dir, const char *name, const char *text)
+{
+    char *path = xasprintf("%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+START_TEST(test_validate_examples)
+{
+    char *dags = test_path("dags");
+    char *out, *err;
+    int rc = run_sluice(&out, &err, "dag", "validate", dags, NULL, NULL, NULL);
+    ck_assert_msg(rc == 0, "exit %d, stderr:\n%s", rc, err);
+    ck_assert_ptr_nonnull(strstr(out, "iris.yaml: ok (dag 'iris', 4 steps, schedule @daily)"));
+    ck_assert_ptr_nonnull(strstr(out, "etl-fanout.yaml: ok (dag 'etl-fanout'"));
+    ck_assert_ptr_nonnull(strstr(out, "finetune.yaml: ok (dag 'finetune', 3 steps)"));
+    ck_assert_str_eq(err, "");
+    free(out);
+    free(err);
+    free(dags);
+}
+END_TEST
+
+START_TEST(test_validate_reports_every_error)
+{
+    char dir[] = "/tmp/sluice-cli-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char *good = write_temp(dir, "good.yaml", "name: good\nsteps: [{name: a, command: [true]}]\n");
+    char *bad = write_temp(dir, "bad.yml",
+                           "name: bad\nsteps:\n  - name: a\n    command: [echo]\n"
+                           "    timeout: 30\n  - name: b\n    depends_on: [aa]\n"
+                           "    command: [echo, \"{{ params.x }}\"]\n");
+    char *dup = write_temp(dir, "dup.yaml", "name: good\nsteps: [{name: a, command: [true]}]\n");
+    char *out, *err;
+    int rc = run_sluice(&out, &err, "dag", "validate", dir, NULL, NULL, NULL);
+    ck_assert_int_eq(rc, 1);
+    ck_assert_ptr_nonnull(strstr(err, "bad.yml:5:14: timeout: '30' needs a unit"));
+    ck_assert_ptr_nonnull(
+        strstr(err, "bad.yml:7:18: step 'b' depends on unknown step 'aa' (did you mean 'a'?)"));
+    ck_assert_ptr_nonnull(strstr(err, "bad.yml:8:25: command: 'params.x': no parameter 'x'"));
+    ck_assert_ptr_nonnull(strstr(err, "DAG name 'good' is already declared by"));
+    ck_assert_ptr_nonnull(strstr(err, "2 of 3 files invalid"));
+    free(out);
+    free(err);
+
+    /* one file at a time: the good one passes */
+    rc = run_sluice(&out, &err, "dag", "validate", good, NULL, NULL, NULL);
+    ck_assert_int_eq(rc, 0);
+    free(out);
+    free(err);
+
+    /* the size limit is configurable */
+    rc = run_sluice(&out, &err, "dag", "validate", "--max-bytes", "10", good, NULL);
+    ck_assert_int_eq(rc, 1);
+    ck_assert_ptr_nonnull(strstr(err, "file is over the limit of 10 bytes"));
+    free(out);
+    free(err);
+
+    rc = run_sluice(&out, &err, "dag", "validate", "/nonexistent/x.yaml", NULL, NULL, NULL);
+    ck_assert_int_eq(rc, 1);
+    ck_assert_ptr_nonnull(strstr(err, "/nonexistent/x.yaml: no such file"));
+    free(out);
+    free(err);
+
+    unlink(good);
+    unlink(bad);
+    unlink(dup);
+    rmdir(dir);
+    free(good);
+    free(bad);
+    free(dup);
+}
+END_TEST
+
+START_TEST(test_graph_and_show)
+{
+    char *iris = test_path("dags/iris.yaml");
+    char *out, *err;
+    int rc = run_sluice(&out, &err, "dag", "graph", iris, "--format", "dot", NULL);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_ptr_nonnull(strstr(out, "digraph \"iris\""));
+    ck_assert_ptr_nonnull(strstr(out, "\"evaluate\" -> \"deploy\";"));
+    free(out);
+    free(err);
+
+    rc = run_sluice(&out, &err, "dag", "graph", iris, "--format", "mermaid", NULL);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_ptr_nonnull(strstr(out, "flowchart LR"));
+    ck_assert_ptr_nonnull(strstr(out, "s2 --> s3"));
+    free(out);
+    free(err);
+
+    rc = run_sluice(&out, &err, "dag", "graph", iris, "--format", "svg", NULL);
+    ck_assert_int_eq(rc, 2);
+    ck_assert_ptr_nonnull(strstr(err, "unknown format 'svg'"));
+    free(out);
+    free(err);
+
+    rc = run_sluice(&out, &err, "dag", "show", iris, NULL, NULL, NULL);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_ptr_nonnull(strstr(out, "\"name\": \"iris\""));
+    ck_assert_ptr_nonnull(strstr(out, "\"when\": \"steps.evaluate.outputs.params.accuracy >= 0.9\""));
+    free(out);
+    free(err);
+
+    rc = run_sluice(&out, &err, "dag", "show", iris, "--compact", NULL, NULL);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_ptr_null(strstr(out, "\n  "));
+    ck_assert(!strncmp(out, "{\"name\":\"iris\"", 14));
+    free(out);
+    free(err);
+    free(iris);
+}
+END_TEST
+
+START_TEST(test_usage_errors)
+{
+    char *out, *err;
+    ck_assert_int_eq(run_sluice(&out, &err, NULL, NULL, NULL, NULL, NULL, NULL), 2);
+    ck_assert_ptr_nonnull(strstr(err, "usage: sluice"));
+    free(out);
+    free(err);
+    ck_assert_int_eq(run_sluice(&out, &err, "frobnicate", NULL, NULL, NULL, NULL, NULL), 2);
+    ck_assert_ptr_nonnull(strstr(err, "unknown command 'frobnicate'"));
+    free(out);
+    free(err);
+    ck_assert_int_eq(run_sluice(&out, &err, "dag", "explode", NULL, NULL, NULL, NULL), 2);
+    ck_assert_ptr_nonnull(strstr(err, "unknown dag command 'explode'"));
+    free(out);
+    free(err);
+    ck_assert_int_eq(run_sluice(&out, &err, "dag", "validate", "--bogus", NULL, NULL, NULL), 2);
+    free(out);
+    free(err);
+    ck_assert_int_eq(run_sluice(&out, &err, "dag", "show", NULL, NULL, NULL, NULL), 2);
+    free(out);
+    free(err);
+    ck_assert_int_eq(run_sluice(&out, &err, "--help", NULL, NULL, NULL, NULL, NULL), 0);
+    ck_assert_ptr_nonnull(strstr(out, "dag"));
+    free(out);
+    free(err);
+}
+END_TEST
+
+Suite *suite_integration_cli(void)
+{
+    Suite *s = suite_create("integration_cli");
+    TCase *tc = tcase_create("dag");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_validate_examples);
+    tcase_add_test(tc, test_validate_reports_every_error);
+    tcase_add_test(tc, test_graph_and_show);
+    tcase_add_test(tc, test_usage_errors);
+    suite_add_tcase(s, tc);
+    return s;
+}

@@ -28,7 +28,7 @@
  *
  * PostgreSQL start-up is dominated by initdb (about a second), so the first start in a
  * process builds a template cluster (initdb, the harness's postgresql.conf settings and the
- * database sluice_test, made in single-user mode) and every start copies it (~0.15 s).
+ * database sluice_test, made in single-user mode) and every start copies it (~0.1 s).
  */
 #define _DEFAULT_SOURCE /* setgroups(), to drop root's supplementary groups */
 
@@ -159,10 +159,12 @@ static void print_log(const char *what, const char *path)
     strbuf_release(&sb);
 }
 
-static int file_contains(const char *path, const char *needle)
+/* Whether the file at path holds needle at or after byte offset. */
+static int file_contains(const char *path, size_t offset, const char *needle)
 {
     struct strbuf sb = STRBUF_INIT;
-    int found = strbuf_read_file(&sb, path, (size_t)64 << 20) == 0 && strstr(sb.buf, needle);
+    int found = strbuf_read_file(&sb, path, (size_t)64 << 20) == 0 && sb.len >= offset &&
+                strstr(sb.buf + offset, needle);
     strbuf_release(&sb);
     return found;
 }
@@ -324,8 +326,13 @@ static void pg_remove_sysv_shm(const char *dir)
             line = strchr(line, '\n');
             line = line ? line + 1 : NULL;
         }
-        long key, id;
-        if (line && sscanf(line, "%ld %ld", &key, &id) == 2 && id >= 0)
+        char *after_key = NULL, *after_id = NULL;
+        long id = -1;
+        if (line) {
+            (void)strtol(line, &after_key, 10); /* the key, not needed */
+            id = strtol(after_key, &after_id, 10);
+        }
+        if (line && after_id != after_key && id >= 0)
             shmctl((int)id, IPC_RMID, NULL);
     }
     strbuf_release(&sb);
@@ -791,7 +798,9 @@ static void free_argv(char **argv)
 
 /*
  * Spawns the server on a fresh port until it is ready, retrying when the port turned out
- * to be taken. On success sets *out_pid, *out_port and the registry entry's pid.
+ * to be taken, and sets the registry entry's pid. *out_pid and *out_port are fields of the
+ * struct that def->ctx points to, set during each attempt because is_ready() reads them;
+ * after a failure *out_pid is 0.
  */
 static int start_server(pid_t *out_pid, int *out_port, int slot, const struct server_def *def)
 {
@@ -801,6 +810,8 @@ static int start_server(pid_t *out_pid, int *out_port, int slot, const struct se
         if (result < 0)
             return result;
         int log_fd = open(def->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        struct stat st;
+        size_t log_start = log_fd >= 0 && fstat(log_fd, &st) == 0 ? (size_t)st.st_size : 0;
         if (log_fd < 0) {
             fprintf(stderr, "harness: cannot open \"%s\": %s\n", def->log_path, strerror(errno));
             return SL_EIO;
@@ -823,18 +834,18 @@ static int start_server(pid_t *out_pid, int *out_port, int slot, const struct se
         struct reg_entry *e = &reg[slot - 1];
         e->pid = pid;
         e->stop_signal = def->stop_signal;
+        *out_pid = pid; /* is_ready() may look at both */
         *out_port = port;
         enum wait_result w = wait_ready(pid, def->is_ready, def->ctx);
         if (w == WAIT_READY) {
-            *out_pid = pid;
             if (env_flag("SLUICE_HARNESS_VERBOSE"))
                 fprintf(stderr, "harness: %s ready in %lld ms: pid=%ld port=%d dir=\"%s\"\n",
                         def->what, now_ms() - t0, (long)pid, port, e->dir);
             return 0;
         }
-        if (w == WAIT_EXITED) {
-            e->pid = 0; /* reaped by wait_ready() */
-            if (attempt < PORT_ATTEMPTS && file_contains(def->log_path, "in use")) {
+        e->pid = *out_pid = 0;
+        if (w == WAIT_EXITED) { /* and reaped by wait_ready() */
+            if (attempt < PORT_ATTEMPTS && file_contains(def->log_path, log_start, "in use")) {
                 fprintf(stderr, "harness: %s: port %d taken, retrying\n", def->what, port);
                 continue;
             }
@@ -843,6 +854,7 @@ static int start_server(pid_t *out_pid, int *out_port, int slot, const struct se
             return SL_EIO;
         }
         fprintf(stderr, "harness: %s not ready after %d ms\n", def->what, HARNESS_START_TIMEOUT_MS);
+        e->pid = pid;
         kill_and_reap(e);
         print_log(def->what, def->log_path);
         return SL_ETIMEDOUT;
@@ -963,7 +975,7 @@ static int pg_template(void)
     char *single_argv[] = {postgres, "--single", "-D", data, "postgres", NULL};
     struct spawn single = {
         .argv = single_argv, .env = server_env, .cwd = dir, .stdin_path = sql, .as_server_user = 1};
-    if (run_logged(&single, log) != 0 || file_contains(log, "ERROR:")) {
+    if (run_logged(&single, log) != 0 || file_contains(log, 0, "ERROR:")) {
         fprintf(stderr, "harness: cannot create database \"%s\"\n", HARNESS_PG_DBNAME);
         print_log("postgres --single", log);
         goto cleanup;
@@ -1035,8 +1047,12 @@ int harness_pg_start(struct harness_pg *pg)
 {
     struct harness_pg p = {0};
     const char *bindir = harness_pg_bindir();
-    if (!bindir) {
-        fprintf(stderr, "harness: no PostgreSQL server installed (set SLUICE_PG_BINDIR)\n");
+    char *postgres = bindir ? xasprintf("%s/postgres", bindir) : NULL;
+    int found = postgres && access(postgres, X_OK) == 0;
+    free(postgres);
+    if (!found) {
+        fprintf(stderr, "harness: no PostgreSQL server in \"%s\" (set SLUICE_PG_BINDIR)\n",
+                bindir ? bindir : "/usr/lib/postgresql/*/bin");
         memset(pg, 0, sizeof(*pg));
         return SL_ENOENT;
     }
@@ -1078,8 +1094,16 @@ int harness_pg_start(struct harness_pg *pg)
         goto cleanup;
     long long t_copy = now_ms();
 
-    struct server_def def = {"postgres",  REG_PG, SIGQUIT,    1,     pg_build_argv,
-                             pg_is_ready, &p,     server_env, p.dir, p.log_path};
+    struct server_def def = {.what = "postgres",
+                             .kind = REG_PG,
+                             .stop_signal = SIGQUIT,
+                             .as_server_user = 1,
+                             .build_argv = pg_build_argv,
+                             .is_ready = pg_is_ready,
+                             .ctx = &p,
+                             .env = server_env,
+                             .cwd = p.dir,
+                             .log_path = p.log_path};
     result = start_server(&p.pid, &p.port, p.slot, &def);
     if (result < 0)
         goto cleanup;
@@ -1326,8 +1350,15 @@ int harness_redis_start(struct harness_redis *r)
         goto cleanup;
     s.socket_path = xasprintf("%s/redis.sock", s.dir);
     s.log_path = xasprintf("%s/redis.log", s.dir);
-    struct server_def def = {"redis",        REG_REDIS, SIGTERM,    0,     redis_build_argv,
-                             redis_is_ready, &s,        server_env, s.dir, s.log_path};
+    struct server_def def = {.what = "redis",
+                             .kind = REG_REDIS,
+                             .stop_signal = SIGTERM,
+                             .build_argv = redis_build_argv,
+                             .is_ready = redis_is_ready,
+                             .ctx = &s,
+                             .env = server_env,
+                             .cwd = s.dir,
+                             .log_path = s.log_path};
     result = start_server(&s.pid, &s.port, s.slot, &def);
     if (result < 0)
         goto cleanup;
@@ -1448,19 +1479,16 @@ static char **git_build_argv(void *ctx, int port)
     return argv;
 }
 
+/*
+ * Ready once the daemon logs that it listens. Connecting to the port would not do: when
+ * another process holds the port, the connection reaches it while our daemon exits.
+ */
 static int git_is_ready(const void *ctx)
 {
     const struct harness_git *g = ctx;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return 0;
-    struct sockaddr_in sa = {0};
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    sa.sin_port = htons((unsigned short)g->port);
-    int ready = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-    close(fd);
-    return ready;
+    char needle[64];
+    snprintf(needle, sizeof(needle), "[%ld] Ready to rumble", (long)g->pid);
+    return file_contains(g->log_path, 0, needle);
 }
 
 static void git_free(struct harness_git *g)
@@ -1488,9 +1516,16 @@ int harness_git_start(struct harness_git *g)
     result = SL_EIO;
     if (mkdir(s.repos_dir, 0755) < 0)
         goto cleanup;
-    /* git_is_ready() reads s.port, which start_server() sets before polling. */
-    struct server_def def = {"git-daemon", REG_GIT, SIGTERM, 0,     git_build_argv,
-                             git_is_ready, &s,      git_env, s.dir, s.log_path};
+    /* git_is_ready() reads s.pid and s.log_path; start_server() sets the pid first. */
+    struct server_def def = {.what = "git-daemon",
+                             .kind = REG_GIT,
+                             .stop_signal = SIGTERM,
+                             .build_argv = git_build_argv,
+                             .is_ready = git_is_ready,
+                             .ctx = &s,
+                             .env = git_env,
+                             .cwd = s.dir,
+                             .log_path = s.log_path};
     result = start_server(&s.pid, &s.port, s.slot, &def);
     if (result < 0)
         goto cleanup;

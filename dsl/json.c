@@ -343,6 +343,11 @@ int dsl_param_check(const struct dsl_param *p, const cJSON *value, char *err, si
     default:
         ok = false;
     }
+    if (!ok && p->type == DSL_PARAM_INTEGER && cJSON_IsNumber(value) &&
+        value->valuedouble == floor(value->valuedouble)) {
+        snprintf(err, errlen, "integer out of range (at most 2^53 in magnitude)");
+        return SL_ERANGE;
+    }
     if (!ok) {
         snprintf(err, errlen, "expected %s, got %s", dsl_param_type_name(p->type),
                  json_type_name(value));

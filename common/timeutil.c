@@ -43,10 +43,10 @@ int64_t sl_days_from_civil(int64_t y, unsigned m, unsigned d)
 {
     y -= m <= 2;
     int64_t era = sl_floor_div(y, 400);
-    int64_t yoe = y - era * 400;                                  /* [0, 399] */
-    int64_t mp = m > 2 ? (int64_t)m - 3 : (int64_t)m + 9;         /* March = 0 */
-    int64_t doy = (153 * mp + 2) / 5 + (int64_t)d - 1;            /* [0, 365] for valid d */
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;          /* [0, 146096] */
+    int64_t yoe = y - era * 400;                          /* [0, 399] */
+    int64_t mp = m > 2 ? (int64_t)m - 3 : (int64_t)m + 9; /* March = 0 */
+    int64_t doy = (153 * mp + 2) / 5 + (int64_t)d - 1;    /* [0, 365] for valid d */
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;  /* [0, 146096] */
     return era * 146097 + doe - 719468;
 }
 
@@ -54,10 +54,10 @@ void sl_civil_from_days(int64_t days, int64_t *y, unsigned *m, unsigned *d)
 {
     int64_t z = days + 719468;
     int64_t era = sl_floor_div(z, 146097);
-    int64_t doe = z - era * 146097;                                   /* [0, 146096] */
+    int64_t doe = z - era * 146097;                                      /* [0, 146096] */
     int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365; /* [0, 399] */
-    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);            /* [0, 365] */
-    int64_t mp = (5 * doy + 2) / 153;                                 /* [0, 11] */
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);               /* [0, 365] */
+    int64_t mp = (5 * doy + 2) / 153;                                    /* [0, 11] */
     unsigned mm = (unsigned)(mp < 10 ? mp + 3 : mp - 9);
     *d = (unsigned)(doy - (153 * mp + 2) / 5 + 1);
     *m = mm;
@@ -95,8 +95,8 @@ int sl_time_parse(int64_t *out_unix, const char *s, const struct sl_tz *tz_for_n
 
     if (!s)
         return SL_EINVAL;
-    if (!read_digits(&p, 4, &year) || *p++ != '-' || !read_digits(&p, 2, &month) ||
-        *p++ != '-' || !read_digits(&p, 2, &day))
+    if (!read_digits(&p, 4, &year) || *p++ != '-' || !read_digits(&p, 2, &month) || *p++ != '-' ||
+        !read_digits(&p, 2, &day))
         return SL_EINVAL;
     if (*p == 'T' || *p == 't' || *p == ' ') {
         p++;
@@ -120,7 +120,8 @@ int sl_time_parse(int64_t *out_unix, const char *s, const struct sl_tz *tz_for_n
     if (*p != '\0')
         return SL_EINVAL;
 
-    if (month < 1 || month > 12 || day < 1 || (unsigned)day > sl_days_in_month(year, (unsigned)month))
+    if (month < 1 || month > 12 || day < 1 ||
+        (unsigned)day > sl_days_in_month(year, (unsigned)month))
         return SL_ERANGE;
     if (hour > 23 || minute > 59 || second > 59 || off_h > 23 || off_m > 59)
         return SL_ERANGE;
@@ -138,13 +139,19 @@ int sl_time_parse(int64_t *out_unix, const char *s, const struct sl_tz *tz_for_n
 
 void sl_time_format_utc(char buf[32], int64_t unix_s)
 {
-    int64_t days = sl_floor_div(unix_s, SL_SECONDS_PER_DAY);
-    int64_t secs = unix_s - days * SL_SECONDS_PER_DAY;
+    /* days * 86400 may not fit for the smallest instants: split with % instead */
+    int64_t days = unix_s / SL_SECONDS_PER_DAY;
+    int64_t secs = unix_s % SL_SECONDS_PER_DAY;
     int64_t y;
     unsigned m, d;
 
+    if (secs < 0) {
+        secs += SL_SECONDS_PER_DAY;
+        days--;
+    }
     sl_civil_from_days(days, &y, &m, &d);
-    snprintf(buf, 32, y >= 0 && y <= 9999 ? "%04lld-%02u-%02uT%02d:%02d:%02dZ"
-                                          : "%+05lld-%02u-%02uT%02d:%02d:%02dZ",
+    snprintf(buf, 32,
+             y >= 0 && y <= 9999 ? "%04lld-%02u-%02uT%02d:%02d:%02dZ"
+                                 : "%+05lld-%02u-%02uT%02d:%02d:%02dZ",
              (long long)y, m, d, (int)(secs / 3600), (int)(secs / 60 % 60), (int)(secs % 60));
 }

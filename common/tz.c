@@ -78,11 +78,11 @@ struct tz_change {
 
 struct sl_tz {
     char *name;
-    int32_t initial_off;        /* before changes[0] (and when there are none) */
-    struct tz_change *changes;  /* ascending; consecutive offsets differ */
+    int32_t initial_off;       /* before changes[0] (and when there are none) */
+    struct tz_change *changes; /* ascending; consecutive offsets differ */
     size_t nchanges;
-    bool has_rule;              /* a non-empty footer was given */
-    int64_t rule_from;          /* the rule governs instants >= rule_from */
+    bool has_rule;     /* a non-empty footer was given */
+    int64_t rule_from; /* the rule governs instants >= rule_from */
     struct tz_rule rule;
 };
 
@@ -164,8 +164,9 @@ static int32_t rule_offset_at(const struct tz_rule *r, int64_t t)
     if (!r->has_dst)
         return r->std_off;
     t = clamp_t(t);
-    /* Changes of year y lie within a week of it (rule times are at most 167h), so
-     * years y-2..y+1 always include the latest change at or before t. */
+    /* Changes of year y lie within 8 days of it (rule times are at most 167h,
+     * offsets 26h), so years y-2..y+1 hold every change at or before t that
+     * matters: the latest one, and any others at the same instant. */
     size_t n = rule_changes_sorted(r, year_of(t) - 2, 4, ch);
     int32_t off = r->std_off;
     for (size_t i = 0; i < n && ch[i].at <= t; i++)
@@ -180,8 +181,14 @@ static int64_t rule_next_change(const struct tz_rule *r, int64_t t, int32_t cur)
     if (!r->has_dst || r->std_off == r->dst_off || t >= TZ_T_LIMIT)
         return INT64_MAX;
     t = t < -TZ_T_LIMIT ? -TZ_T_LIMIT : t;
-    size_t n = rule_changes_sorted(r, year_of(t) - 2, 6, ch);
-    for (size_t i = 0; i < n; i++) {
+    int64_t y = year_of(t);
+    size_t n = rule_changes_sorted(r, y - 2, 6, ch);
+    /* Changes of year y lie within 8 days of it (167h rule times, 26h offsets), so
+     * every change at or before `bound` belongs to a listed year: a group of
+     * changes at one instant (one year's end, the next one's start) is never
+     * cut in half at the end of the list. */
+    int64_t bound = (sl_days_from_civil(y + 3, 1, 1) - 9) * SL_SECONDS_PER_DAY;
+    for (size_t i = 0; i < n && ch[i].at <= bound; i++) {
         if (ch[i].at <= t)
             continue;
         /* the offset after every change at this same instant */
@@ -192,8 +199,8 @@ static int64_t rule_next_change(const struct tz_rule *r, int64_t t, int32_t cur)
             return ch[i].at;
         i = j;
     }
-    /* Nothing changes the offset within three years: a rule such as permanent DST
-     * ("EST5EDT,0/0,J365/25") whose changes always cancel out. */
+    /* Nothing changes the offset for about two years: a rule such as permanent
+     * DST ("EST5EDT,0/0,J365/25") whose changes always cancel out. */
     return INT64_MAX;
 }
 
@@ -538,39 +545,49 @@ cleanup:
     return result;
 }
 
+static struct sl_tz *tz_new(const char *name)
+{
+    struct sl_tz *tz = xcalloc(1, sizeof(*tz));
+    tz->name = xstrdup(name);
+    tz->rule_from = INT64_MIN;
+    return tz;
+}
+
+int sl_tz_from_tzif(struct sl_tz **out, const char *name, const void *data, size_t len)
+{
+    if (len > TZ_FILE_MAX)
+        return SL_ETOOBIG;
+    struct sl_tz *tz = tz_new(name ? name : "");
+    int rc = parse_tzif(tz, data, len);
+    if (rc < 0) {
+        sl_tz_free(tz);
+        return rc;
+    }
+    *out = tz;
+    return 0;
+}
+
 int sl_tz_load(struct sl_tz **out, const char *name)
 {
     int result;
-    struct sl_tz *tz = NULL;
     unsigned char *buf = NULL;
     size_t len = 0;
     char *path = NULL;
 
     if (!name || !valid_name(name))
         return SL_EINVAL;
-    tz = xcalloc(1, sizeof(*tz));
-    tz->name = xstrdup(name);
-    tz->rule_from = INT64_MIN;
     if (!strcmp(name, "UTC") || !strcmp(name, "Etc/UTC")) {
-        result = 0;
-        goto cleanup;
+        *out = tz_new(name);
+        return 0;
     }
-
     const char *dir = getenv("TZDIR");
     path = xasprintf("%s/%s", dir && *dir ? dir : TZ_DEFAULT_DIR, name);
     result = read_zone_file(&buf, &len, path);
-    if (result < 0)
-        goto cleanup;
-    result = parse_tzif(tz, buf, len);
-cleanup:
+    if (result == 0)
+        result = sl_tz_from_tzif(out, name, buf, len);
     free(path);
     free(buf);
-    if (result < 0) {
-        sl_tz_free(tz);
-        return result;
-    }
-    *out = tz;
-    return 0;
+    return result;
 }
 
 void sl_tz_free(struct sl_tz *tz)

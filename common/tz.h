@@ -27,6 +27,7 @@
 #ifndef SLUICE_COMMON_TZ_H
 #define SLUICE_COMMON_TZ_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct sl_tz;
@@ -50,6 +51,13 @@ struct sl_tz;
  *               count leap seconds, are not civil time and are refused)
  */
 int sl_tz_load(struct sl_tz **out, const char *name);
+/*
+ * Builds a zone from TZif bytes already in memory (data, len), named name (any
+ * string; copied). For zones that do not come from the zone directory, and for
+ * fuzzing. Returns 0 and sets *out, or SL_EPARSE as sl_tz_load() would for a file
+ * with the same bytes (SL_ETOOBIG over 1 MiB).
+ */
+int sl_tz_from_tzif(struct sl_tz **out, const char *name, const void *data, size_t len);
 /* Frees tz; NULL is allowed. */
 void sl_tz_free(struct sl_tz *tz);
 /* The name tz was loaded under ("UTC", "America/New_York"); owned by tz. */

@@ -47,38 +47,36 @@
 #define CRON_T_LIMIT  INT64_C(1000000000000000) /* +-10^15 s, as in common/tz.h */
 
 struct dsl_cron {
-    uint64_t minutes;  /* bit n: minute n, 0-59 */
-    uint32_t hours;    /* bit n: hour n, 0-23 */
-    uint32_t doms;     /* bit n: day of month n, 1-31 */
-    uint32_t months;   /* bit n: month n, 1-12 */
-    uint32_t dows;     /* bit n: weekday n, 0 = Sunday .. 6 */
-    bool dom_star;     /* day-of-month unrestricted (robfig's star bit) */
-    bool dow_star;     /* day-of-week unrestricted */
-    bool satisfiable;  /* some month has some matching day */
-    bool every;        /* "@every": only the three fields below matter */
-    int64_t every_s;   /* period, >= 1 */
-    int64_t anchor_s;  /* fires at anchor_s + k * every_s */
+    uint64_t minutes; /* bit n: minute n, 0-59 */
+    uint32_t hours;   /* bit n: hour n, 0-23 */
+    uint32_t doms;    /* bit n: day of month n, 1-31 */
+    uint32_t months;  /* bit n: month n, 1-12 */
+    uint32_t dows;    /* bit n: weekday n, 0 = Sunday .. 6 */
+    bool dom_star;    /* day-of-month unrestricted (robfig's star bit) */
+    bool dow_star;    /* day-of-week unrestricted */
+    bool satisfiable; /* some month has some matching day */
+    bool every;       /* "@every": only the three fields below matter */
+    int64_t every_s;  /* period, >= 1 */
+    int64_t anchor_s; /* fires at anchor_s + k * every_s */
 };
 
 enum field_id { F_MINUTE, F_HOUR, F_DOM, F_MONTH, F_DOW, F_COUNT };
 
 struct field_def {
-    const char *name; /* for messages: "minute field: ..." */
-    int min, max;     /* accepted values; "*" and "N/step" span min..max */
+    const char *name;         /* for messages: "minute field: ..." */
+    int min, max;             /* accepted values; "*" and "N/step" span min..max */
     const char *const *names; /* 3-letter names for min.., or NULL */
 };
 
-static const char *const month_names[] = {"jan", "feb", "mar", "apr", "may", "jun",
-                                          "jul", "aug", "sep", "oct", "nov", "dec", NULL};
+static const char *const month_names[] = {"jan", "feb", "mar", "apr", "may", "jun", "jul",
+                                          "aug", "sep", "oct", "nov", "dec", NULL};
 static const char *const dow_names[] = {"sun", "mon", "tue", "wed", "thu", "fri", "sat", NULL};
 
 /* Day-of-week accepts 0-7 (7 = Sunday, as Vixie cron and croniter do); "*" and
  * "N/step" run to 7 as in croniter, so MON/2 is Mon, Wed, Fri, Sun. */
 static const struct field_def fields[F_COUNT] = {
-    {"minute", 0, 59, NULL},
-    {"hour", 0, 23, NULL},
-    {"day-of-month", 1, 31, NULL},
-    {"month", 1, 12, month_names},
+    {"minute", 0, 59, NULL},          {"hour", 0, 23, NULL},
+    {"day-of-month", 1, 31, NULL},    {"month", 1, 12, month_names},
     {"day-of-week", 0, 7, dow_names},
 };
 

@@ -5,13 +5,14 @@
  * (minute hour day-of-month month day-of-week), a macro (@daily ...), or
  * "@every <duration>". docs/schedules.md is the user-facing reference; in short:
  *
- *   - fields take *, ? (= *), lists, ranges, steps (* / 15, 10-40/5, and 5/10 meaning
- *     5-<max>/10), JAN-DEC and SUN-SAT case-insensitively, day-of-week 0-7 with 7 =
- *     Sunday; no seconds field, no L, W or #
+ *   - fields take "*", "?" (the same as "*"), lists "1,15", ranges "9-17", steps
+ *     "10-40/5", a star with a step (every 15 minutes), and "5/10" meaning
+ *     "5-<max>/10"; JAN-DEC and SUN-SAT case-insensitively; day-of-week 0-7 with 7 =
+ *     Sunday. No seconds field, no L, W or #
  *   - day-of-month and day-of-week: when both are restricted a day matches if EITHER
- *     does (Vixie cron, robfig/cron, croniter); a field counts as unrestricted when
- *     it contains a bare * or ? (or * / 1), so * / 5 is a restriction (as in robfig
- *     and croniter)
+ *     does (Vixie cron, robfig/cron, croniter). A field is unrestricted when one of
+ *     its list elements is a bare "*" or "?" (a step of 1 allowed), so a star with a
+ *     step of 5 is a restriction, as in robfig/cron and croniter
  *   - time zones and daylight saving (robfig/cron's and so Argo's policy, which the
  *     shared test vectors encode): a schedule fires at every instant whose
  *     wall-clock reading in the zone matches it. A wall time skipped by a
@@ -19,9 +20,9 @@
  *     fires at both occurrences
  *   - @every D fires at anchor + k*D for integer k, independent of time zones
  *
- * A struct dsl_cron is immutable after parsing (except dsl_cron_set_anchor()) and
- * holds no pointers to the spec string; concurrent dsl_cron_next() calls on one
- * object are safe.
+ * A struct dsl_cron holds no pointers to the spec string and is not modified by
+ * dsl_cron_next(), so concurrent dsl_cron_next() calls on one object are safe; set
+ * the anchor (dsl_cron_set_anchor()) before sharing it.
  */
 #ifndef SLUICE_DSL_CRON_H
 #define SLUICE_DSL_CRON_H

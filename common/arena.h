@@ -17,7 +17,10 @@ struct arena {
     size_t total_bytes;       /* public, read-only: bytes obtained from malloc */
 };
 
-#define ARENA_INIT {NULL, 0}
+#define ARENA_INIT                                                                                 \
+    {                                                                                              \
+        NULL, 0                                                                                    \
+    }
 
 void arena_init(struct arena *a);
 /* Frees every allocation made from a; a is empty and reusable afterwards. */

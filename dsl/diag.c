@@ -57,12 +57,19 @@ void dsl_diags_print(const struct dsl_diags *d, FILE *out)
 }
 
 const char *const dsl_trigger_names[DSL_N_TRIGGER_RULES] = {
-    "all_success", "all_done",    "all_failed", "one_success", "one_failed",
-    "none_failed", "none_failed_min_one_success", "always",
+    "all_success",
+    "all_done",
+    "all_failed",
+    "one_success",
+    "one_failed",
+    "none_failed",
+    "none_failed_min_one_success",
+    "always",
 };
-const char *const dsl_retry_names[DSL_N_RETRY_POLICIES] = {"always", "on_failure", "on_error", "on_transient"};
-const char *const dsl_type_names[DSL_N_PARAM_TYPES] = {"string", "integer", "number",
-                                         "boolean", "array",  "object"};
+const char *const dsl_retry_names[DSL_N_RETRY_POLICIES] = {"always", "on_failure", "on_error",
+                                                           "on_transient"};
+const char *const dsl_type_names[DSL_N_PARAM_TYPES] = {"string",  "integer", "number",
+                                                       "boolean", "array",   "object"};
 const char *const dsl_catchup_names[DSL_N_CATCHUP] = {"none", "latest", "all"};
 const char *const dsl_overlap_names[DSL_N_OVERLAP] = {"allow", "forbid", "replace"};
 

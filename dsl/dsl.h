@@ -47,15 +47,15 @@ struct dsl_diag {
 struct dsl_diags {
     struct dsl_diag *items;
     size_t n;
-    size_t alloc;      /* private */
-    size_t dropped;    /* errors past DSL_MAX_DIAGS, counted but not kept */
-    struct arena mem;  /* private: the strings */
+    size_t alloc;     /* private */
+    size_t dropped;   /* errors past DSL_MAX_DIAGS, counted but not kept */
+    struct arena mem; /* private: the strings */
 };
 
 void dsl_diags_init(struct dsl_diags *d);
 void dsl_diags_release(struct dsl_diags *d);
-void dsl_diags_add(struct dsl_diags *d, const char *file, int line, int col, const char *fmt,
-                   ...) __attribute__((format(printf, 5, 6)));
+void dsl_diags_add(struct dsl_diags *d, const char *file, int line, int col, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 /* Writes one "file:line:column: message" line per diagnostic. */
 void dsl_diags_print(const struct dsl_diags *d, FILE *out);
 
@@ -126,11 +126,11 @@ struct dsl_resources {
 };
 
 struct dsl_toleration {
-    const char *key;      /* or NULL (matches every key, with operator Exists) */
-    const char *op;       /* "Equal" or "Exists" */
-    const char *value;    /* or NULL */
-    const char *effect;   /* "NoSchedule", "PreferNoSchedule", "NoExecute", or NULL */
-    int64_t seconds;      /* tolerationSeconds; -1 when unset */
+    const char *key;    /* or NULL (matches every key, with operator Exists) */
+    const char *op;     /* "Equal" or "Exists" */
+    const char *value;  /* or NULL */
+    const char *effect; /* "NoSchedule", "PreferNoSchedule", "NoExecute", or NULL */
+    int64_t seconds;    /* tolerationSeconds; -1 when unset */
 };
 
 struct dsl_retry {
@@ -164,7 +164,7 @@ struct dsl_step {
     enum dsl_trigger_rule trigger_rule;
     const char *when; /* an expression, or NULL */
 
-    const char *image;   /* or NULL (the local executor runs on the worker's host) */
+    const char *image;    /* or NULL (the local executor runs on the worker's host) */
     const char **command; /* argv templates; may be empty when image sets an entrypoint */
     size_t n_command;
     const char **args;
@@ -210,12 +210,12 @@ struct dsl_dag {
     const char **tags;
     size_t n_tags;
 
-    const char *schedule;    /* as written, or NULL for manual-only DAGs */
-    const char *timezone;    /* IANA name; "UTC" unless set */
-    const char *start_date;  /* normalized RFC 3339 UTC, or NULL */
-    const char *end_date;    /* normalized RFC 3339 UTC, or NULL */
-    int64_t start_unix;      /* valid when start_date != NULL */
-    int64_t end_unix;        /* valid when end_date != NULL */
+    const char *schedule;   /* as written, or NULL for manual-only DAGs */
+    const char *timezone;   /* IANA name; "UTC" unless set */
+    const char *start_date; /* normalized RFC 3339 UTC, or NULL */
+    const char *end_date;   /* normalized RFC 3339 UTC, or NULL */
+    int64_t start_unix;     /* valid when start_date != NULL */
+    int64_t end_unix;       /* valid when end_date != NULL */
     enum dsl_catchup catchup;
     enum dsl_overlap overlap;
     int64_t max_active_runs;    /* default 1 */

@@ -37,7 +37,7 @@ struct dsl_parse {
     size_t first_diag; /* diags->items[first_diag..] are this parse's */
     size_t errors;
     struct dsl_dag *dag;
-    struct arena *mem; /* == &dag->mem */
+    struct arena *mem;                 /* == &dag->mem */
     struct dsl_step_marks *marks;      /* parallel to dag->steps */
     struct dsl_step_marks *exit_marks; /* parallel to dag->on_exit */
     struct dsl_pos schedule_pos, timezone_pos, start_pos, end_pos;

@@ -308,8 +308,9 @@ static long map_entries(struct loader *L, const yaml_node_t *n, const char *what
         }
         const char *key = scalar(k);
         if (!strcmp(key, "<<") && is_plain(k)) {
-            lerr(L, k, "YAML merge keys ('<<') are not supported: use 'defaults:' for values "
-                       "shared by steps, or repeat the fields");
+            lerr(L, k,
+                 "YAML merge keys ('<<') are not supported: use 'defaults:' for values "
+                 "shared by steps, or repeat the fields");
             continue;
         }
         bool dup = false;
@@ -430,8 +431,7 @@ static bool get_duration(struct loader *L, const yaml_node_t *n, const char *wha
         return false;
     }
     if (k != V_STRING) {
-        lerr(L, n, "%s must be a duration such as '30s' or '1h30m', not %s", what,
-             vkind_names[k]);
+        lerr(L, n, "%s must be a duration such as '30s' or '1h30m', not %s", what, vkind_names[k]);
         return false;
     }
     if (sl_duration_parse(out, scalar(n)) < 0) {
@@ -606,10 +606,12 @@ static void load_kv(struct loader *L, const yaml_node_t *n, const char *what, bo
 /* --- step fields ------------------------------------------------------------------ */
 
 static const char *const step_keys[] = {
-    "name",          "depends_on",   "trigger_rule",  "when",     "image",   "command",
-    "args",          "env",          "workdir",       "resources", "queue",  "node_selector",
-    "tolerations",   "retries",      "timeout",       "pending_timeout",     "for_each",
-    "max_parallel",  "outputs",      "inputs",        "labels",   "annotations",
+    "name",        "depends_on",   "trigger_rule", "when",
+    "image",       "command",      "args",         "env",
+    "workdir",     "resources",    "queue",        "node_selector",
+    "tolerations", "retries",      "timeout",      "pending_timeout",
+    "for_each",    "max_parallel", "outputs",      "inputs",
+    "labels",      "annotations",
 };
 #define N_STEP_KEYS (sizeof(step_keys) / sizeof(step_keys[0]))
 
@@ -670,10 +672,11 @@ static void load_env(struct loader *L, const yaml_node_t *n, struct dsl_step *s,
             yaml_node_t *fs = nf > 0 ? lookup(f, nf, "from_secret") : NULL;
             if (!fs) {
                 /* an unknown key was reported already; an empty mapping was not */
-                if (nf == 0 && e[i].value->data.mapping.pairs.top ==
-                                   e[i].value->data.mapping.pairs.start)
-                    lerr(L, e[i].value, "env '%s': a mapping value must be {from_secret: "
-                                        "{name, key}}",
+                if (nf == 0 &&
+                    e[i].value->data.mapping.pairs.top == e[i].value->data.mapping.pairs.start)
+                    lerr(L, e[i].value,
+                         "env '%s': a mapping value must be {from_secret: "
+                         "{name, key}}",
                          e[i].key);
                 continue;
             }
@@ -690,8 +693,9 @@ static void load_env(struct loader *L, const yaml_node_t *n, struct dsl_step *s,
             if (!item.secret_name || !item.secret_key)
                 continue;
             if (!is_dns_subdomain(item.secret_name, strlen(item.secret_name))) {
-                lerr(L, sn, "from_secret.name: '%s' is not a valid secret name (DNS-1123 "
-                            "subdomain)",
+                lerr(L, sn,
+                     "from_secret.name: '%s' is not a valid secret name (DNS-1123 "
+                     "subdomain)",
                      item.secret_name);
                 continue;
             }
@@ -759,8 +763,7 @@ static void load_resources(struct loader *L, const yaml_node_t *n, struct dsl_re
 
 static void load_tolerations(struct loader *L, const yaml_node_t *n, struct dsl_step *s)
 {
-    static const char *const keys[] = {"key", "operator", "value", "effect",
-                                       "toleration_seconds"};
+    static const char *const keys[] = {"key", "operator", "value", "effect", "toleration_seconds"};
     static const char *const ops[] = {"Equal", "Exists"};
     static const char *const effects[] = {"NoSchedule", "PreferNoSchedule", "NoExecute"};
     if (n->type != YAML_SEQUENCE_NODE) {
@@ -968,8 +971,7 @@ static void load_for_each(struct loader *L, const yaml_node_t *n, struct dsl_ste
         s->for_each_expr = arena_strdup(L->P->mem, scalar(n));
         return;
     }
-    lerr(L, n,
-         "for_each must be a list or a \"{{ expression }}\" yielding a list, not %s",
+    lerr(L, n, "for_each must be a list or a \"{{ expression }}\" yielding a list, not %s",
          vkind_names[k]);
 }
 
@@ -1011,8 +1013,7 @@ static void load_step(struct loader *L, yaml_node_t *n, struct entry *de, long n
         lerr(L, n, "a step needs a 'name'");
     }
     if ((v = lookup(se, ns, "depends_on")))
-        s->depends_on = get_string_list(L, v, "depends_on", true, &s->n_depends_on,
-                                        &m->depends_on);
+        s->depends_on = get_string_list(L, v, "depends_on", true, &s->n_depends_on, &m->depends_on);
 
     if ((v = pick(se, ns, de, nd, "trigger_rule")) &&
         get_enum(L, v, "trigger_rule", dsl_trigger_names, DSL_N_TRIGGER_RULES, &idx))
@@ -1059,8 +1060,7 @@ static void load_step(struct loader *L, yaml_node_t *n, struct entry *de, long n
         const char *q = get_string(L, v, "queue");
         if (q && !dsl_is_dns_label(q))
             lerr(L, v,
-                 "invalid queue name '%s': use lower-case letters, digits and '-', at most 63",
-                 q);
+                 "invalid queue name '%s': use lower-case letters, digits and '-', at most 63", q);
         else if (q)
             s->queue = q;
     }
@@ -1108,8 +1108,7 @@ static void load_step(struct loader *L, yaml_node_t *n, struct entry *de, long n
         lerr(L, n, "step '%s' needs a 'command' or an 'image'", s->name ? s->name : "?");
 }
 
-static void load_steps(struct loader *L, yaml_node_t *n, struct entry *de, long nd,
-                       bool on_exit)
+static void load_steps(struct loader *L, yaml_node_t *n, struct entry *de, long nd, bool on_exit)
 {
     const char *what = on_exit ? "on_exit" : "steps";
     if (n->type != YAML_SEQUENCE_NODE) {
@@ -1186,8 +1185,8 @@ static void load_params(struct loader *L, yaml_node_t *n)
             ok &= get_bool(L, v, "required", &p.required);
         if ((v = lookup(f, nf, "enum"))) {
             struct strbuf sb = STRBUF_INIT;
-            if (v->type != YAML_SEQUENCE_NODE || v->data.sequence.items.top ==
-                                                     v->data.sequence.items.start) {
+            if (v->type != YAML_SEQUENCE_NODE ||
+                v->data.sequence.items.top == v->data.sequence.items.start) {
                 lerr(L, v, "parameter '%s': enum must be a non-empty list", p.name);
                 ok = false;
             } else if (node_to_json(L, &sb, v, 0)) {
@@ -1207,8 +1206,7 @@ static void load_params(struct loader *L, yaml_node_t *n)
             strbuf_release(&sb);
         }
         if (ok && p.required && p.default_json) {
-            lerr(L, e[i].value, "parameter '%s' has a default, so it cannot be required",
-                 p.name);
+            lerr(L, e[i].value, "parameter '%s' has a default, so it cannot be required", p.name);
             ok = false;
         }
         char err[160];
@@ -1256,9 +1254,8 @@ static void load_notify(struct loader *L, yaml_node_t *n)
         size_t kept = 0;
         for (size_t j = 0; j < count; j++) {
             if (strncmp(urls[j], "http://", 7) && strncmp(urls[j], "https://", 8)) {
-                dsl_parse_error(L->P, pos[j],
-                                "notify.%s: '%s' is not an http:// or https:// URL", e[i].key,
-                                urls[j]);
+                dsl_parse_error(L->P, pos[j], "notify.%s: '%s' is not an http:// or https:// URL",
+                                e[i].key, urls[j]);
                 continue;
             }
             urls[kept++] = urls[j];
@@ -1274,9 +1271,9 @@ static void load_notify(struct loader *L, yaml_node_t *n)
 }
 
 static const char *const dag_keys[] = {
-    "name",          "description", "tags",      "schedule",        "timezone", "start_date",
-    "end_date",      "catchup",     "overlap",   "max_active_runs", "max_parallel_steps",
-    "params",        "defaults",    "steps",     "on_exit",         "notify",
+    "name",     "description", "tags",    "schedule",        "timezone",           "start_date",
+    "end_date", "catchup",     "overlap", "max_active_runs", "max_parallel_steps", "params",
+    "defaults", "steps",       "on_exit", "notify",
 };
 #define N_DAG_KEYS (sizeof(dag_keys) / sizeof(dag_keys[0]))
 
@@ -1536,8 +1533,7 @@ cleanup:
     if (have_doc)
         yaml_document_delete(&doc);
     if (diags->n > first_diag)
-        qsort(diags->items + first_diag, diags->n - first_diag, sizeof(*diags->items),
-              cmp_diag);
+        qsort(diags->items + first_diag, diags->n - first_diag, sizeof(*diags->items), cmp_diag);
     if (result < 0) {
         dsl_dag_free(dag);
         return result;

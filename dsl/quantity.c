@@ -85,8 +85,9 @@ int dsl_quantity_parse(int64_t *out_milli, const char *s)
         {"E", 1000000000000000000, 1},
         {"", 1, 1},
     };
-    if ((*p == 'e' || *p == 'E') && (isdigit((unsigned char)p[1]) ||
-                                     ((p[1] == '-' || p[1] == '+') && isdigit((unsigned char)p[2])))) {
+    if ((*p == 'e' || *p == 'E') &&
+        (isdigit((unsigned char)p[1]) ||
+         ((p[1] == '-' || p[1] == '+') && isdigit((unsigned char)p[2])))) {
         p++;
         int sign = 1, exp = 0;
         if (*p == '-' || *p == '+')

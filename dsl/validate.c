@@ -87,8 +87,8 @@ const char *dsl_did_you_mean(const char *word, const char *const *candidates, si
 /* --- a name index ----------------------------------------------------------------- */
 
 struct name_index {
-    size_t cap;      /* a power of two */
-    long *slots;     /* -1 empty, else an index into steps */
+    size_t cap;  /* a power of two */
+    long *slots; /* -1 empty, else an index into steps */
     const struct dsl_step *steps;
 };
 
@@ -179,9 +179,8 @@ static void resolve_deps(struct dsl_parse *P, struct group *g, const struct grou
                                         "run after every step of the DAG",
                                         s->name, dep);
                     else
-                        dsl_parse_error(P, pos,
-                                        "step '%s' cannot depend on on_exit step '%s'", s->name,
-                                        dep);
+                        dsl_parse_error(P, pos, "step '%s' cannot depend on on_exit step '%s'",
+                                        s->name, dep);
                     continue;
                 }
                 const char *hint = dsl_did_you_mean(dep, names, g->n);
@@ -190,8 +189,8 @@ static void resolve_deps(struct dsl_parse *P, struct group *g, const struct grou
                                     "step '%s' depends on unknown %s '%s' (did you mean '%s'?)",
                                     s->name, kind, dep, hint);
                 else
-                    dsl_parse_error(P, pos, "step '%s' depends on unknown %s '%s'", s->name,
-                                    kind, dep);
+                    dsl_parse_error(P, pos, "step '%s' depends on unknown %s '%s'", s->name, kind,
+                                    dep);
                 continue;
             }
             if ((size_t)k == i) {

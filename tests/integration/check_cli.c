@@ -17,8 +17,14 @@
 static int run_sluice(char **out, char **err, const char *a1, const char *a2, const char *a3,
                       const char *a4, const char *a5, const char *a6)
 {
-    char *argv[8] = {(char *)test_sluice_bin(), (char *)a1, (char *)a2, (char *)a3,
-                     (char *)a4, (char *)a5, (char *)a6, NULL};
+    char *argv[8] = {(char *)test_sluice_bin(),
+                     (char *)a1,
+                     (char *)a2,
+                     (char *)a3,
+                     (char *)a4,
+                     (char *)a5,
+                     (char *)a6,
+                     NULL};
     return test_run(argv, out, err);
 }
 
@@ -126,7 +132,8 @@ START_TEST(test_graph_and_show)
     rc = run_sluice(&out, &err, "dag", "show", iris, NULL, NULL, NULL);
     ck_assert_int_eq(rc, 0);
     ck_assert_ptr_nonnull(strstr(out, "\"name\": \"iris\""));
-    ck_assert_ptr_nonnull(strstr(out, "\"when\": \"steps.evaluate.outputs.params.accuracy >= 0.9\""));
+    ck_assert_ptr_nonnull(
+        strstr(out, "\"when\": \"steps.evaluate.outputs.params.accuracy >= 0.9\""));
     free(out);
     free(err);
 

@@ -117,7 +117,8 @@ START_TEST(test_data_cases)
         char *errors = NULL;
         struct dsl_dag *dag = parse_text(label, text, len, &errors);
         bool expect_error = !strncmp(names[i], "err-", 4);
-        char *expected_path = xasprintf("%s/%s.%s", dir, names[i], expect_error ? "errors" : "json");
+        char *expected_path =
+            xasprintf("%s/%s.%s", dir, names[i], expect_error ? "errors" : "json");
         char *actual = NULL;
         if (expect_error) {
             if (dag) {
@@ -140,8 +141,8 @@ START_TEST(test_data_cases)
             size_t elen;
             char *expected = test_read_file(expected_path, &elen);
             if (strcmp(expected, actual)) {
-                fprintf(stderr, "%s: output differs from %s\n--- expected\n%s--- actual\n%s",
-                        label, expected_path, expected, actual);
+                fprintf(stderr, "%s: output differs from %s\n--- expected\n%s--- actual\n%s", label,
+                        expected_path, expected, actual);
                 failures++;
             }
             free(expected);
@@ -196,7 +197,7 @@ START_TEST(test_iris_model)
     const struct dsl_step *deploy = dsl_dag_find_step(dag, "deploy");
     ck_assert_ptr_nonnull(deploy);
     ck_assert_str_eq(deploy->when, "steps.evaluate.outputs.params.accuracy >= 0.9");
-    ck_assert_int_eq(deploy->retries.limit, 0);              /* its own value */
+    ck_assert_int_eq(deploy->retries.limit, 0);                   /* its own value */
     ck_assert_int_eq(deploy->retries.policy, DSL_RETRY_ON_ERROR); /* merged from defaults */
     ck_assert_int_eq(deploy->timeout_ms, 600000);
     const struct dsl_step *train = dsl_dag_find_step(dag, "train");
@@ -253,13 +254,20 @@ START_TEST(test_quantities)
         const char *in;
         int64_t milli;
     } ok[] = {
-        {"500m", 500},         {"2", 2000},
-        {"1.5", 1500},         {"0.1", 100},
-        {"2Gi", 2147483648000}, {"512Mi", 536870912000},
-        {"1k", 1000000},       {"1e3", 1000000},
-        {"1E-3", 1},           {"128974848", 128974848000},
-        {"+1", 1000},          {"1.0001m", 2}, /* rounded up */
-        {"0", 0},              {"1Ki", 1024000},
+        {"500m", 500},
+        {"2", 2000},
+        {"1.5", 1500},
+        {"0.1", 100},
+        {"2Gi", 2147483648000},
+        {"512Mi", 536870912000},
+        {"1k", 1000000},
+        {"1e3", 1000000},
+        {"1E-3", 1},
+        {"128974848", 128974848000},
+        {"+1", 1000},
+        {"1.0001m", 2}, /* rounded up */
+        {"0", 0},
+        {"1Ki", 1024000},
     };
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         int64_t v = -1;
@@ -352,8 +360,7 @@ START_TEST(test_size_limit)
     ck_assert_int_eq(dsl_parse_buffer(&dag, "t.yaml", sb.buf, sb.len, &opts, &diags), 0);
     dsl_dag_free(dag);
     opts.max_bytes = 16;
-    ck_assert_int_eq(dsl_parse_buffer(&dag, "t.yaml", sb.buf, sb.len, &opts, &diags),
-                     SL_ETOOBIG);
+    ck_assert_int_eq(dsl_parse_buffer(&dag, "t.yaml", sb.buf, sb.len, &opts, &diags), SL_ETOOBIG);
     dsl_diags_release(&diags);
     strbuf_release(&sb);
 }
@@ -432,8 +439,7 @@ START_TEST(test_error_cap)
     struct dsl_diags diags;
     struct dsl_dag *dag = NULL;
     dsl_diags_init(&diags);
-    ck_assert_int_eq(dsl_parse_buffer(&dag, "t.yaml", sb.buf, sb.len, NULL, &diags),
-                     SL_EINVALID);
+    ck_assert_int_eq(dsl_parse_buffer(&dag, "t.yaml", sb.buf, sb.len, NULL, &diags), SL_EINVALID);
     ck_assert_uint_eq(diags.n, DSL_MAX_DIAGS);
     ck_assert_uint_eq(diags.dropped, 50);
     char *text = diags_text(&diags);

@@ -67,7 +67,7 @@ build/$(1)/bin/sluice: $(call obj,$(1),$(CLI_SRCS)) build/$(1)/libsluice.a
 	@mkdir -p $$(@D)
 	$$(CC) $$(LDFLAGS_$(1)) -o $$@ $$^ $$(PKG_LIBS) -lm
 
-build/$(1)/obj/tests/check_main.o: build/suites.inc
+$(call obj,$(1),$(TEST_SRCS)): build/suites.inc
 
 build/$(1)/tests/check_sluice: $(call obj,$(1),$(TEST_SRCS)) build/$(1)/libsluice.a
 	@mkdir -p $$(@D)
@@ -112,21 +112,26 @@ build/release/bench/bench_dsl: $(call obj,release,$(BENCH_SRCS)) build/release/l
 
 # libFuzzer targets, built with clang; each runs for FUZZ_SECONDS (default 60).
 FUZZ_SECONDS ?= 60
-FUZZ_CFLAGS := $(STD) -Wall -Wextra -Werror -I. $(PKG_CFLAGS) -g -O1 \
+FUZZ_CFLAGS := $(STD) $(WARN) -I. $(PKG_CFLAGS) -g -O1 \
                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+# Everything dsl/ links against: keep in step with the common/ headers dsl/*.c include.
 FUZZ_LIB_SRCS := common/error.c common/xalloc.c common/strbuf.c common/arena.c common/log.c \
-                 $(sort $(wildcard dsl/*.c)) $(sort $(wildcard common/tz.c common/json.c common/duration.c))
+                 common/duration.c common/timeutil.c common/tz.c $(sort $(wildcard dsl/*.c))
 build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_SRCS) $(ALL_H)
 	@mkdir -p $(@D)
 	$(CLANG) $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_LIB_SRCS) $(PKG_LIBS) -lm
 fuzz: $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_SRCS))
 	@for f in $^; do \
 	  name=$$(basename $$f); corpus=tests/fuzz/corpus/$$name; mkdir -p build/fuzz/work/$$name; \
+	  dict=tests/fuzz/$${name#fuzz_}.dict; [ -f $$dict ] && dict=-dict=$$dict || dict=; \
 	  echo "fuzz: $$name for $(FUZZ_SECONDS)s"; \
 	  $$f -max_total_time=$(FUZZ_SECONDS) -max_len=16384 -timeout=10 -rss_limit_mb=2048 \
-	      -print_final_stats=0 build/fuzz/work/$$name $$corpus \
+	      -print_final_stats=1 -artifact_prefix=build/fuzz/work/$$name- $$dict \
+	      build/fuzz/work/$$name $$corpus \
 	      >build/fuzz/work/$$name.log 2>&1 || { tail -60 build/fuzz/work/$$name.log; exit 1; }; \
 	  grep -E '^#[0-9]+.*DONE' build/fuzz/work/$$name.log | tail -1; \
+	  grep -E '^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' \
+	      build/fuzz/work/$$name.log | tr '\n' ' '; echo; \
 	done
 
 format:

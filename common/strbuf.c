@@ -133,9 +133,21 @@ void strbuf_add_json_string(struct strbuf *sb, const char *s)
             strbuf_addstr(sb, "\\t");
             break;
         default:
-            if (*p < 0x20) {
+            if (*p < 0x20 || *p == 0x7f) {
                 char esc[7] = {'\\', 'u', '0', '0', hex[*p >> 4], hex[*p & 15], 0};
                 strbuf_addstr(sb, esc);
+            } else if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) {
+                /* C1 controls: YAML refuses them raw and reads U+0085 as a line
+                 * break, so JSON meant to be read back as YAML escapes them */
+                char esc[7] = {'\\', 'u', '0', '0', hex[p[1] >> 4], hex[p[1] & 15], 0};
+                strbuf_addstr(sb, esc);
+                p++;
+            } else if (*p == 0xef && p[1] == 0xbf && (p[2] == 0xbe || p[2] == 0xbf)) {
+                strbuf_addstr(sb, p[2] == 0xbe ? "\\ufffe" : "\\uffff"); /* non-characters */
+                p += 2;
+            } else if (*p == 0xe2 && p[1] == 0x80 && (p[2] == 0xa8 || p[2] == 0xa9)) {
+                strbuf_addstr(sb, p[2] == 0xa8 ? "\\u2028" : "\\u2029"); /* YAML 1.1 breaks */
+                p += 2;
             } else {
                 strbuf_addch(sb, *p);
             }

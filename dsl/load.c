@@ -88,7 +88,12 @@ static yaml_node_t *get_node(struct loader *L, int index)
         }
         return NULL;
     }
-    return yaml_document_get_node(L->doc, index);
+    yaml_node_t *n = yaml_document_get_node(L->doc, index);
+    /* "\0" in a quoted scalar would silently cut the C string short */
+    if (n && n->type == YAML_SCALAR_NODE &&
+        strlen((const char *)n->data.scalar.value) != n->data.scalar.length)
+        lerr(L, n, "a string contains a NUL character (\\0)");
+    return n;
 }
 
 static const char *scalar(const yaml_node_t *n)
@@ -224,6 +229,8 @@ static bool node_to_json(struct loader *L, struct strbuf *sb, const yaml_node_t 
             lerr(L, n, "'%s' cannot be represented in JSON", scalar(n));
             return false;
         }
+        if (v == 0)
+            v = 0; /* -0.0 prints as -0, which reads back as the integer 0 */
         char buf[40];
         snprintf(buf, sizeof(buf), "%.15g", v);
         if (strtod(buf, NULL) != v)

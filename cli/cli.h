@@ -16,5 +16,7 @@ struct cli_command {
 
 /* sluice dag validate|graph|show */
 int cmd_dag(int argc, char **argv);
+/* sluice db migrate|version */
+int cmd_db(int argc, char **argv);
 
 #endif

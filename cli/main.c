@@ -8,6 +8,7 @@
 
 static const struct cli_command commands[] = {
     {"dag", cmd_dag, "validate, draw and show DAG files"},
+    {"db", cmd_db, "migrate the database schema, show its version"},
 };
 
 static void usage(FILE *out)

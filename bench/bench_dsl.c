@@ -8,13 +8,16 @@
  *      names, dependencies, cycles, every template and reference): best and
  *      median of several runs, input bytes, and the model's arena (dag->mem.
  *      total_bytes) against the input size. A forked child also reports the
- *      process's peak RSS growth over one parse, which adds libyaml's
- *      transient document tree to the model.
+ *      process's peak RSS growth over one parse, which adds the transient
+ *      YAML node tree (dsl/yaml.c) to the model.
  *   2. dsl_parse_file() over a folder of 1,000 generated DAG files of 5-30
  *      steps each, written to a fresh temporary directory and removed after.
  *   3. `bin/sluice dag validate <folder>` end to end (fork/exec, output to
  *      /dev/null), when that binary exists (or $SLUICE_BIN names one).
  *   4. Scaling: input bytes, model bytes and parse time at 1k, 10k and 50k steps.
+ *   5. A chain of steps that all read the first step's output (each depends on
+ *      the one before), at 10k and 40k steps: "is s0 upstream of me" for every
+ *      step, which a naive upward search makes quadratic.
  *
  * The DAGs are realistic rather than minimal: every step has a templated
  * command reading params and an upstream step's output param, 1-3
@@ -373,7 +376,7 @@ static size_t proc_status_kb(const char *key)
 }
 
 /* Peak RSS growth of a fresh process over one parse of buf: the model plus
- * everything transient (libyaml's document tree, scratch arrays). Returns 0 if
+ * everything transient (the YAML node tree, scratch arrays). Returns 0 if
  * /proc is not there to ask. */
 static size_t parse_peak_rss(const struct strbuf *buf)
 {
@@ -688,6 +691,43 @@ static int bench_scaling(void)
     return 0;
 }
 
+/* A chain: step i depends on step i-1 and reads steps.s0.outputs.params.data. */
+static void gen_chain(struct strbuf *sb, size_t n_steps)
+{
+    strbuf_addf(sb, "name: chain-%zu\nsteps:\n", n_steps);
+    strbuf_addstr(sb, "  - name: s0\n    command: [extract]\n"
+                      "    outputs: {params: {data: data.txt}}\n");
+    for (size_t i = 1; i < n_steps; i++)
+        strbuf_addf(sb,
+                    "  - name: s%zu\n    depends_on: [s%zu]\n"
+                    "    command: [run, --in, \"{{ steps.s0.outputs.params.data }}\"]\n",
+                    i, i - 1);
+}
+
+/* 5. the chain case: time per step should not grow with the chain. Returns 0 or -1. */
+static int bench_chain(void)
+{
+    static const size_t sizes[] = {10000, 40000};
+
+    printf("\nchain, every step reading the first one: time should grow linearly\n");
+    printf("  %-8s %-11s %-11s %s\n", "steps", "input", "best (ms)", "ms per 1k steps");
+    for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
+        struct strbuf sb = STRBUF_INIT;
+        double best, median, cpu;
+        char h1[32];
+        gen_chain(&sb, sizes[s]);
+        int rc = parse_runs(&sb, 3, &best, &median, &cpu, NULL);
+        if (rc == 0)
+            printf("  %-8zu %-11s %-11.1f %.1f\n", sizes[s],
+                   human_bytes(h1, sizeof(h1), (double)sb.len), best,
+                   best / ((double)sizes[s] / 1000.0));
+        strbuf_release(&sb);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* bench_dsl --write STEPS FILE | --write-lean STEPS FILE | --write-folder DIR:
  * writes the generated input, for profiling the parser on its own (see
  * bench/README.md). */
@@ -735,7 +775,8 @@ int main(int argc, char **argv)
     }
     printf("bench_dsl: the DAG language (dsl/), one thread; wall times best and median, "
            "CPU time median\n\n");
-    if (bench_big(&big_best) < 0 || bench_folder(&folder_best) < 0 || bench_scaling() < 0)
+    if (bench_big(&big_best) < 0 || bench_folder(&folder_best) < 0 || bench_scaling() < 0 ||
+        bench_chain() < 0)
         return 1;
     printf("\nsummary: 10k-step DAG %s (%.1f ms, target %.0f ms); 1,000 files %s (%.1f ms, "
            "target %.0f ms)\n",

@@ -1,11 +1,12 @@
 /*
  * dsl/load.c - YAML text to the DAG model, checking every field's type.
  *
- * libyaml builds the document graph; this file walks it once, field by field,
- * against declarative tables of the keys each mapping may hold. Every problem
- * is reported with the position of the node it concerns and the walk goes on,
- * so that one run reports every error in the file. Cross-field checks
- * (dependencies, cycles, template references) follow in validate.c.
+ * yaml.c turns the text into a tree of nodes in a scratch arena; this file walks
+ * it once, field by field, against declarative tables of the keys each mapping
+ * may hold. Every problem is reported with the position of the node it concerns
+ * and the walk goes on, so that one run reports every error in the file.
+ * Cross-field checks (dependencies, cycles, template references) follow in
+ * validate.c.
  *
  * Scalars follow the YAML 1.2 core schema, not YAML 1.1: only true/false are
  * booleans (so `on`, `yes` and `no` stay strings), `~`/`null`/empty are null,
@@ -18,8 +19,15 @@
  * `defaults:` is applied here: for each step field the step's own value wins;
  * for the mapping fields env, labels, annotations, node_selector, resources and
  * retries the two mappings are merged key by key (the step's keys win).
+ *
+ * Memory: two arenas. Whatever the model keeps (strings, arrays) is copied into
+ * the model's, P->mem; everything needed only while parsing (the node tree, the
+ * entries of each mapping, positions for validate.c, merge buffers) goes to
+ * P->scratch, released when the parse ends. Node text is never referenced by the
+ * model.
  */
 #include "dsl/dsl_int.h"
+#include "dsl/yaml_int.h"
 #include "dsl/cron.h"
 #include "common/duration.h"
 #include "common/error.h"
@@ -38,34 +46,35 @@
 
 struct loader {
     struct dsl_parse *P;
-    yaml_document_t *doc;
+    struct dsl_pool strings; /* the model's strings, in P->mem */
+    struct arena *tmp;       /* entries of mappings and merge buffers: emptied after each step */
     size_t visits;
     bool too_big; /* the visit budget ran out: stop reporting */
 };
 
 /* --- nodes ------------------------------------------------------------------------ */
 
-static struct dsl_pos node_pos(const yaml_node_t *n)
+static struct dsl_pos node_pos(const struct dsl_yaml_node *n)
 {
-    struct dsl_pos p = {(int)n->start_mark.line + 1, (int)n->start_mark.column + 1};
+    struct dsl_pos p = {n->line, n->col};
     return p;
 }
 
 /* Where a scalar's text begins: one column after the opening quote of a quoted
  * scalar, so that offsets into expressions land on the right column. */
-static struct dsl_pos value_pos(const yaml_node_t *n)
+static struct dsl_pos value_pos(const struct dsl_yaml_node *n)
 {
     struct dsl_pos p = node_pos(n);
-    if (n->type == YAML_SCALAR_NODE && (n->data.scalar.style == YAML_SINGLE_QUOTED_SCALAR_STYLE ||
-                                        n->data.scalar.style == YAML_DOUBLE_QUOTED_SCALAR_STYLE))
+    if (n->kind == DSL_YAML_SCALAR &&
+        (n->style == DSL_YAML_SINGLE_QUOTED || n->style == DSL_YAML_DOUBLE_QUOTED))
         p.col++;
     return p;
 }
 
-static void lerr(struct loader *L, const yaml_node_t *n, const char *fmt, ...)
+static void lerr(struct loader *L, const struct dsl_yaml_node *n, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-static void lerr(struct loader *L, const yaml_node_t *n, const char *fmt, ...)
+static void lerr(struct loader *L, const struct dsl_yaml_node *n, const char *fmt, ...)
 {
     struct strbuf sb = STRBUF_INIT;
     va_list ap;
@@ -76,7 +85,10 @@ static void lerr(struct loader *L, const yaml_node_t *n, const char *fmt, ...)
     strbuf_release(&sb);
 }
 
-static yaml_node_t *get_node(struct loader *L, int index)
+/* Every step of the walk into a node goes through here: it counts against the
+ * visit budget (aliases make a small file a big walk), and a scalar's NUL is
+ * reported where the walk meets it. Returns n, or NULL when the budget is spent. */
+static const struct dsl_yaml_node *visit(struct loader *L, const struct dsl_yaml_node *n)
 {
     if (++L->visits > DSL_MAX_VISITS) {
         if (!L->too_big) {
@@ -88,22 +100,26 @@ static yaml_node_t *get_node(struct loader *L, int index)
         }
         return NULL;
     }
-    yaml_node_t *n = yaml_document_get_node(L->doc, index);
     /* "\0" in a quoted scalar would silently cut the C string short */
-    if (n && n->type == YAML_SCALAR_NODE &&
-        strlen((const char *)n->data.scalar.value) != n->data.scalar.length)
+    if (n->kind == DSL_YAML_SCALAR && n->has_nul)
         lerr(L, n, "a string contains a NUL character (\\0)");
     return n;
 }
 
-static const char *scalar(const yaml_node_t *n)
+static const char *scalar(const struct dsl_yaml_node *n)
 {
-    return (const char *)n->data.scalar.value;
+    return n->u.text;
 }
 
-static bool is_plain(const yaml_node_t *n)
+static bool is_plain(const struct dsl_yaml_node *n)
 {
-    return n->type == YAML_SCALAR_NODE && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+    return n->kind == DSL_YAML_SCALAR && n->style == DSL_YAML_PLAIN;
+}
+
+/* A copy of s in the model's arena. */
+static const char *model_strdup(struct loader *L, const char *s)
+{
+    return dsl_pool_strndup(&L->strings, s, strlen(s));
 }
 
 enum vkind { V_NULL, V_BOOL, V_INT, V_FLOAT, V_STRING, V_LIST, V_MAP };
@@ -143,8 +159,10 @@ static bool match_int(const char *s, long long *out)
 
 static bool match_float(const char *s, double *out)
 {
-    if (!strcmp(s, ".inf") || !strcmp(s, "+.inf") || !strcmp(s, "-.inf") || !strcmp(s, ".nan") ||
-        !strcmp(s, ".Inf") || !strcmp(s, ".NaN")) {
+    /* the special values have their '.' first, or second after a sign */
+    bool dot = s[0] == '.' || (s[0] != '\0' && s[1] == '.');
+    if (dot && (!strcmp(s, ".inf") || !strcmp(s, "+.inf") || !strcmp(s, "-.inf") ||
+                !strcmp(s, ".nan") || !strcmp(s, ".Inf") || !strcmp(s, ".NaN"))) {
         if (out)
             *out = strchr(s, 'n') || strchr(s, 'N') ? (s[1] == 'n' || s[1] == 'N' ? NAN : INFINITY)
                                                     : INFINITY;
@@ -181,20 +199,38 @@ static bool match_float(const char *s, double *out)
     return true;
 }
 
-static enum vkind kind_of(const yaml_node_t *n)
+static enum vkind kind_of(const struct dsl_yaml_node *n)
 {
-    if (n->type == YAML_SEQUENCE_NODE)
+    if (n->kind == DSL_YAML_SEQUENCE)
         return V_LIST;
-    if (n->type == YAML_MAPPING_NODE)
+    if (n->kind == DSL_YAML_MAPPING)
         return V_MAP;
     if (!is_plain(n))
         return V_STRING;
     const char *s = scalar(n);
-    if (!*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL"))
+    switch (s[0]) {
+    case '\0':
         return V_NULL;
-    if (!strcmp(s, "true") || !strcmp(s, "True") || !strcmp(s, "TRUE") || !strcmp(s, "false") ||
-        !strcmp(s, "False") || !strcmp(s, "FALSE"))
-        return V_BOOL;
+    case '~':
+    case 'n':
+    case 'N':
+        if (!strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL"))
+            return V_NULL;
+        return V_STRING;
+    case 't':
+    case 'T':
+    case 'f':
+    case 'F':
+        if (!strcmp(s, "true") || !strcmp(s, "True") || !strcmp(s, "TRUE") || !strcmp(s, "false") ||
+            !strcmp(s, "False") || !strcmp(s, "FALSE"))
+            return V_BOOL;
+        return V_STRING;
+    default:
+        break;
+    }
+    /* a number starts with a digit, a sign or a dot */
+    if (!strchr("+-.0123456789", s[0]))
+        return V_STRING;
     if (match_int(s, NULL))
         return V_INT;
     if (match_float(s, NULL))
@@ -203,7 +239,8 @@ static enum vkind kind_of(const yaml_node_t *n)
 }
 
 /* Writes the node as JSON into sb. Returns false (after reporting) when it cannot. */
-static bool node_to_json(struct loader *L, struct strbuf *sb, const yaml_node_t *n, int depth)
+static bool node_to_json(struct loader *L, struct strbuf *sb, const struct dsl_yaml_node *n,
+                         int depth)
 {
     if (depth > DSL_MAX_DEPTH) {
         lerr(L, n, "value is nested more than %d levels deep", DSL_MAX_DEPTH);
@@ -244,12 +281,11 @@ static bool node_to_json(struct loader *L, struct strbuf *sb, const yaml_node_t 
     case V_LIST: {
         strbuf_addch(sb, '[');
         bool ok = true;
-        for (yaml_node_item_t *it = n->data.sequence.items.start;
-             ok && it < n->data.sequence.items.top; it++) {
-            yaml_node_t *c = get_node(L, *it);
+        for (size_t i = 0; ok && i < n->n; i++) {
+            const struct dsl_yaml_node *c = visit(L, n->u.items[i]);
             if (!c)
                 return false;
-            if (it != n->data.sequence.items.start)
+            if (i > 0)
                 strbuf_addch(sb, ',');
             ok = node_to_json(L, sb, c, depth + 1);
         }
@@ -259,16 +295,16 @@ static bool node_to_json(struct loader *L, struct strbuf *sb, const yaml_node_t 
     case V_MAP: {
         strbuf_addch(sb, '{');
         bool ok = true;
-        for (yaml_node_pair_t *pr = n->data.mapping.pairs.start;
-             ok && pr < n->data.mapping.pairs.top; pr++) {
-            yaml_node_t *k = get_node(L, pr->key), *v = get_node(L, pr->value);
+        for (size_t i = 0; ok && i < n->n; i++) {
+            const struct dsl_yaml_node *k = visit(L, n->u.pairs[i].key);
+            const struct dsl_yaml_node *v = visit(L, n->u.pairs[i].value);
             if (!k || !v)
                 return false;
-            if (k->type != YAML_SCALAR_NODE) {
+            if (k->kind != DSL_YAML_SCALAR) {
                 lerr(L, k, "mapping keys must be scalars");
                 return false;
             }
-            if (pr != n->data.mapping.pairs.start)
+            if (i > 0)
                 strbuf_addch(sb, ',');
             strbuf_add_json_string(sb, scalar(k));
             strbuf_addch(sb, ':');
@@ -285,31 +321,43 @@ static bool node_to_json(struct loader *L, struct strbuf *sb, const yaml_node_t 
 
 /* One entry of a mapping, after the duplicate-key check. */
 struct entry {
-    const char *key;
-    yaml_node_t *key_node;
-    yaml_node_t *value;
+    const char *key; /* the declared key, or the key node's text (scratch: copy to keep) */
+    const struct dsl_yaml_node *key_node;
+    const struct dsl_yaml_node *value;
+    size_t field; /* with declared keys, the key's index among them */
 };
 
+/* The index of key in known[0..n_known), or n_known. This runs for every key of
+ * every step, so the first bytes are compared before strcmp is called. */
+static size_t known_index(const char *key, const char *const *known, size_t n_known)
+{
+    for (size_t i = 0; i < n_known; i++) {
+        if (known[i][0] == key[0] && !strcmp(known[i], key))
+            return i;
+    }
+    return n_known;
+}
+
 /*
- * Collects the entries of a mapping node into out (arena memory), reporting
+ * Collects the entries of a mapping node into out (L->tmp), reporting
  * non-scalar and duplicate keys, and, when known != NULL, unknown keys with a
  * did-you-mean. Returns the number of entries, or -1 if n is not a mapping.
  */
-static long map_entries(struct loader *L, const yaml_node_t *n, const char *what,
+static long map_entries(struct loader *L, const struct dsl_yaml_node *n, const char *what,
                         const char *const *known, size_t n_known, struct entry **out)
 {
-    if (n->type != YAML_MAPPING_NODE) {
+    if (n->kind != DSL_YAML_MAPPING) {
         lerr(L, n, "%s must be a mapping, not %s", what, vkind_names[kind_of(n)]);
         return -1;
     }
-    size_t cap = (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
-    struct entry *e = arena_calloc(L->P->mem, cap ? cap : 1, sizeof(*e));
+    struct entry *e = arena_calloc(L->tmp, n->n ? n->n : 1, sizeof(*e));
     size_t count = 0;
-    for (yaml_node_pair_t *pr = n->data.mapping.pairs.start; pr < n->data.mapping.pairs.top; pr++) {
-        yaml_node_t *k = get_node(L, pr->key), *v = get_node(L, pr->value);
+    for (size_t p = 0; p < n->n; p++) {
+        const struct dsl_yaml_node *k = visit(L, n->u.pairs[p].key);
+        const struct dsl_yaml_node *v = visit(L, n->u.pairs[p].value);
         if (!k || !v)
             break;
-        if (k->type != YAML_SCALAR_NODE) {
+        if (k->kind != DSL_YAML_SCALAR) {
             lerr(L, k, "keys of %s must be strings", what);
             continue;
         }
@@ -320,9 +368,13 @@ static long map_entries(struct loader *L, const yaml_node_t *n, const char *what
                  "shared by steps, or repeat the fields");
             continue;
         }
+        /* With declared keys only declared ones are kept, so an undeclared key
+         * cannot be a duplicate: it is reported as unknown each time. */
+        size_t field = known ? known_index(key, known, n_known) : 0;
+        bool declared = !known || field < n_known;
         bool dup = false;
-        for (size_t i = 0; i < count; i++) {
-            if (!strcmp(e[i].key, key)) {
+        for (size_t i = 0; declared && i < count; i++) {
+            if (known ? e[i].field == field : !strcmp(e[i].key, key)) {
                 lerr(L, k, "duplicate key '%s' in %s (first at line %d)", key, what,
                      node_pos(e[i].key_node).line);
                 dup = true;
@@ -331,31 +383,25 @@ static long map_entries(struct loader *L, const yaml_node_t *n, const char *what
         }
         if (dup)
             continue;
-        if (known) {
-            size_t i;
-            for (i = 0; i < n_known; i++) {
-                if (!strcmp(known[i], key))
-                    break;
-            }
-            if (i == n_known) {
-                const char *hint = dsl_did_you_mean(key, known, n_known);
-                if (hint)
-                    lerr(L, k, "unknown key '%s' in %s (did you mean '%s'?)", key, what, hint);
-                else
-                    lerr(L, k, "unknown key '%s' in %s", key, what);
-                continue;
-            }
+        if (!declared) {
+            const char *hint = dsl_did_you_mean(key, known, n_known);
+            if (hint)
+                lerr(L, k, "unknown key '%s' in %s (did you mean '%s'?)", key, what, hint);
+            else
+                lerr(L, k, "unknown key '%s' in %s", key, what);
+            continue;
         }
-        e[count].key = arena_strdup(L->P->mem, key);
+        e[count].key = known ? known[field] : key;
         e[count].key_node = k;
         e[count].value = v;
+        e[count].field = field;
         count++;
     }
     *out = e;
     return (long)count;
 }
 
-static yaml_node_t *lookup(const struct entry *e, long n, const char *key)
+static const struct dsl_yaml_node *lookup(const struct entry *e, long n, const char *key)
 {
     for (long i = 0; i < n; i++) {
         if (!strcmp(e[i].key, key))
@@ -366,18 +412,26 @@ static yaml_node_t *lookup(const struct entry *e, long n, const char *key)
 
 /* --- typed values ----------------------------------------------------------------- */
 
-/* A string: any non-null scalar, as written. */
-static const char *get_string(struct loader *L, const yaml_node_t *n, const char *what)
+/* A string: any non-null scalar, as written. Returns the node's own text
+ * (scratch memory), or NULL after reporting. */
+static const char *get_text(struct loader *L, const struct dsl_yaml_node *n, const char *what)
 {
     enum vkind k = kind_of(n);
     if (k == V_LIST || k == V_MAP || k == V_NULL) {
         lerr(L, n, "%s must be a string, not %s", what, vkind_names[k]);
         return NULL;
     }
-    return arena_strdup(L->P->mem, scalar(n));
+    return scalar(n);
 }
 
-static bool get_int(struct loader *L, const yaml_node_t *n, const char *what, int64_t min,
+/* As get_text, copied into the model. */
+static const char *get_string(struct loader *L, const struct dsl_yaml_node *n, const char *what)
+{
+    const char *s = get_text(L, n, what);
+    return s ? model_strdup(L, s) : NULL;
+}
+
+static bool get_int(struct loader *L, const struct dsl_yaml_node *n, const char *what, int64_t min,
                     int64_t max, int64_t *out)
 {
     long long v;
@@ -398,7 +452,7 @@ static bool get_int(struct loader *L, const yaml_node_t *n, const char *what, in
     return true;
 }
 
-static bool get_bool(struct loader *L, const yaml_node_t *n, const char *what, bool *out)
+static bool get_bool(struct loader *L, const struct dsl_yaml_node *n, const char *what, bool *out)
 {
     if (kind_of(n) != V_BOOL) {
         lerr(L, n, "%s must be true or false, not %s", what, vkind_names[kind_of(n)]);
@@ -408,7 +462,8 @@ static bool get_bool(struct loader *L, const yaml_node_t *n, const char *what, b
     return true;
 }
 
-static bool get_number(struct loader *L, const yaml_node_t *n, const char *what, double *out)
+static bool get_number(struct loader *L, const struct dsl_yaml_node *n, const char *what,
+                       double *out)
 {
     enum vkind k = kind_of(n);
     double v;
@@ -425,7 +480,8 @@ static bool get_number(struct loader *L, const yaml_node_t *n, const char *what,
     return false;
 }
 
-static bool get_duration(struct loader *L, const yaml_node_t *n, const char *what, int64_t *out)
+static bool get_duration(struct loader *L, const struct dsl_yaml_node *n, const char *what,
+                         int64_t *out)
 {
     enum vkind k = kind_of(n);
     if (k == V_INT && !strcmp(scalar(n), "0")) {
@@ -449,10 +505,10 @@ static bool get_duration(struct loader *L, const yaml_node_t *n, const char *wha
     return true;
 }
 
-static bool get_enum(struct loader *L, const yaml_node_t *n, const char *what,
+static bool get_enum(struct loader *L, const struct dsl_yaml_node *n, const char *what,
                      const char *const *names, size_t n_names, int *out)
 {
-    if (n->type != YAML_SCALAR_NODE) {
+    if (n->kind != DSL_YAML_SCALAR) {
         lerr(L, n, "%s must be a string, not %s", what, vkind_names[kind_of(n)]);
         return false;
     }
@@ -475,32 +531,33 @@ static bool get_enum(struct loader *L, const yaml_node_t *n, const char *what,
     return false;
 }
 
-/* A list of strings; a single scalar is refused unless allow_scalar. */
-static const char **get_string_list(struct loader *L, const yaml_node_t *n, const char *what,
-                                    bool allow_scalar, size_t *count, struct dsl_pos **positions)
+/* A list of strings; a single scalar is refused unless allow_scalar. The
+ * positions of the strings, for later checks, go to scratch memory. */
+static const char **get_string_list(struct loader *L, const struct dsl_yaml_node *n,
+                                    const char *what, bool allow_scalar, size_t *count,
+                                    struct dsl_pos **positions)
 {
     *count = 0;
-    if (allow_scalar && n->type == YAML_SCALAR_NODE && kind_of(n) != V_NULL) {
+    if (allow_scalar && n->kind == DSL_YAML_SCALAR && kind_of(n) != V_NULL) {
         const char **v = arena_calloc(L->P->mem, 1, sizeof(*v));
-        v[0] = arena_strdup(L->P->mem, scalar(n));
+        v[0] = model_strdup(L, scalar(n));
         if (positions) {
-            *positions = arena_calloc(L->P->mem, 1, sizeof(**positions));
+            *positions = arena_calloc(L->P->scratch, 1, sizeof(**positions));
             (*positions)[0] = value_pos(n);
         }
         *count = 1;
         return v;
     }
-    if (n->type != YAML_SEQUENCE_NODE) {
+    if (n->kind != DSL_YAML_SEQUENCE) {
         lerr(L, n, "%s must be a list of strings, not %s", what, vkind_names[kind_of(n)]);
         return NULL;
     }
-    size_t cap = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+    size_t cap = n->n;
     const char **v = arena_calloc(L->P->mem, cap ? cap : 1, sizeof(*v));
     if (positions)
-        *positions = arena_calloc(L->P->mem, cap ? cap : 1, sizeof(**positions));
-    for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
-         it++) {
-        yaml_node_t *c = get_node(L, *it);
+        *positions = arena_calloc(L->P->scratch, cap ? cap : 1, sizeof(**positions));
+    for (size_t i = 0; i < n->n; i++) {
+        const struct dsl_yaml_node *c = visit(L, n->u.items[i]);
         if (!c)
             break;
         enum vkind k = kind_of(c);
@@ -510,7 +567,7 @@ static const char **get_string_list(struct loader *L, const yaml_node_t *n, cons
         }
         if (positions)
             (*positions)[*count] = value_pos(c);
-        v[(*count)++] = arena_strdup(L->P->mem, scalar(c));
+        v[(*count)++] = model_strdup(L, scalar(c));
     }
     return v;
 }
@@ -566,61 +623,148 @@ static bool is_qualified_name(const char *s)
     return *name && is_label_value(name);
 }
 
-/* A string-to-string mapping merged into *kv (keys already there are replaced). */
-static void load_kv(struct loader *L, const yaml_node_t *n, const char *what, bool label_values,
-                    struct dsl_kv **kv, size_t *count)
+/* The number of entries a merge of these mappings can hold at most. */
+static size_t merge_cap(const struct dsl_yaml_node *const layers[2])
 {
-    struct entry *e;
-    long ne = map_entries(L, n, what, NULL, 0, &e);
-    if (ne < 0)
-        return;
-    struct dsl_kv *v = arena_calloc(L->P->mem, *count + (size_t)ne + 1, sizeof(*v));
-    if (*count)
-        memcpy(v, *kv, *count * sizeof(*v));
-    size_t total = *count;
-    for (long i = 0; i < ne; i++) {
-        const char *val = get_string(L, e[i].value, what);
-        if (!val)
-            continue;
-        if (!is_qualified_name(e[i].key)) {
-            lerr(L, e[i].key_node,
-                 "%s: invalid key '%s' (expected [prefix/]name, the name at most 63 "
-                 "characters of [A-Za-z0-9_.-])",
-                 what, e[i].key);
-            continue;
-        }
-        if (label_values && !is_label_value(val)) {
-            lerr(L, e[i].value,
-                 "%s: invalid value '%s' for '%s' (at most 63 characters of [A-Za-z0-9_.-], "
-                 "starting and ending with a letter or digit)",
-                 what, val, e[i].key);
-            continue;
-        }
-        size_t j;
-        for (j = 0; j < total; j++) {
-            if (!strcmp(v[j].key, e[i].key))
-                break;
-        }
-        v[j].key = e[i].key;
-        v[j].value = val;
-        if (j == total)
-            total++;
+    size_t cap = 1;
+    for (int l = 0; l < 2; l++) {
+        if (layers[l] && layers[l]->kind == DSL_YAML_MAPPING)
+            cap += layers[l]->n;
     }
-    *kv = v;
+    return cap;
+}
+
+/*
+ * A string-to-string mapping: layers[0] (from defaults:) then layers[1] (the
+ * step's own), either may be NULL, a later key replacing an earlier one. The merge
+ * is done in scratch memory and the model gets the result; *kv and *count are
+ * set when either layer is a mapping.
+ */
+static void load_kv(struct loader *L, const struct dsl_yaml_node *const layers[2], const char *what,
+                    bool label_values, struct dsl_kv **kv, size_t *count)
+{
+    if (!layers[0] && !layers[1])
+        return;
+    struct dsl_kv *v = arena_calloc(L->tmp, merge_cap(layers), sizeof(*v));
+    size_t total = 0;
+    bool any = false;
+    for (int l = 0; l < 2; l++) {
+        struct entry *e;
+        long ne = layers[l] ? map_entries(L, layers[l], what, NULL, 0, &e) : -1;
+        if (ne < 0)
+            continue;
+        any = true;
+        for (long i = 0; i < ne; i++) {
+            const char *val = get_text(L, e[i].value, what);
+            if (!val)
+                continue;
+            if (!is_qualified_name(e[i].key)) {
+                lerr(L, e[i].key_node,
+                     "%s: invalid key '%s' (expected [prefix/]name, the name at most 63 "
+                     "characters of [A-Za-z0-9_.-])",
+                     what, e[i].key);
+                continue;
+            }
+            if (label_values && !is_label_value(val)) {
+                lerr(L, e[i].value,
+                     "%s: invalid value '%s' for '%s' (at most 63 characters of "
+                     "[A-Za-z0-9_.-], starting and ending with a letter or digit)",
+                     what, val, e[i].key);
+                continue;
+            }
+            size_t j;
+            for (j = 0; j < total; j++) {
+                if (!strcmp(v[j].key, e[i].key))
+                    break;
+            }
+            v[j].key = e[i].key;
+            v[j].value = val;
+            if (j == total)
+                total++;
+        }
+    }
+    if (!any)
+        return;
+    *kv = arena_calloc(L->P->mem, total + 1, sizeof(**kv));
+    for (size_t j = 0; j < total; j++) {
+        (*kv)[j].key = model_strdup(L, v[j].key);
+        (*kv)[j].value = model_strdup(L, v[j].value);
+    }
     *count = total;
 }
 
 /* --- step fields ------------------------------------------------------------------ */
 
-static const char *const step_keys[] = {
-    "name",        "depends_on",   "trigger_rule", "when",
-    "image",       "command",      "args",         "env",
-    "workdir",     "resources",    "queue",        "node_selector",
-    "tolerations", "retries",      "timeout",      "pending_timeout",
-    "for_each",    "max_parallel", "outputs",      "inputs",
-    "labels",      "annotations",
+/* The keys of a step, and of defaults:. load_step reads a step's fields by these
+ * indices; step_keys[] below spells them, in the same order. */
+enum step_key {
+    SK_NAME,
+    SK_DEPENDS_ON,
+    SK_TRIGGER_RULE,
+    SK_WHEN,
+    SK_IMAGE,
+    SK_COMMAND,
+    SK_ARGS,
+    SK_ENV,
+    SK_WORKDIR,
+    SK_RESOURCES,
+    SK_QUEUE,
+    SK_NODE_SELECTOR,
+    SK_TOLERATIONS,
+    SK_RETRIES,
+    SK_TIMEOUT,
+    SK_PENDING_TIMEOUT,
+    SK_FOR_EACH,
+    SK_MAX_PARALLEL,
+    SK_OUTPUTS,
+    SK_INPUTS,
+    SK_LABELS,
+    SK_ANNOTATIONS,
+    N_STEP_KEYS
 };
-#define N_STEP_KEYS (sizeof(step_keys) / sizeof(step_keys[0]))
+
+static const char *const step_keys[N_STEP_KEYS] = {
+    [SK_NAME] = "name",
+    [SK_DEPENDS_ON] = "depends_on",
+    [SK_TRIGGER_RULE] = "trigger_rule",
+    [SK_WHEN] = "when",
+    [SK_IMAGE] = "image",
+    [SK_COMMAND] = "command",
+    [SK_ARGS] = "args",
+    [SK_ENV] = "env",
+    [SK_WORKDIR] = "workdir",
+    [SK_RESOURCES] = "resources",
+    [SK_QUEUE] = "queue",
+    [SK_NODE_SELECTOR] = "node_selector",
+    [SK_TOLERATIONS] = "tolerations",
+    [SK_RETRIES] = "retries",
+    [SK_TIMEOUT] = "timeout",
+    [SK_PENDING_TIMEOUT] = "pending_timeout",
+    [SK_FOR_EACH] = "for_each",
+    [SK_MAX_PARALLEL] = "max_parallel",
+    [SK_OUTPUTS] = "outputs",
+    [SK_INPUTS] = "inputs",
+    [SK_LABELS] = "labels",
+    [SK_ANNOTATIONS] = "annotations",
+};
+
+/* The value of each step key in one mapping (a step, or defaults:), or NULL. */
+struct step_fields {
+    const struct dsl_yaml_node *v[N_STEP_KEYS];
+};
+
+/* Reads the mapping n as a step's keys into *f. Returns false (after reporting)
+ * if n is not a mapping. */
+static bool step_fields_load(struct loader *L, const struct dsl_yaml_node *n, const char *what,
+                             struct step_fields *f)
+{
+    struct entry *e;
+    long ne = map_entries(L, n, what, step_keys, N_STEP_KEYS, &e);
+    memset(f, 0, sizeof(*f));
+    for (long i = 0; i < ne; i++)
+        f->v[e[i].field] = e[i].value;
+    return ne >= 0;
+}
 
 static bool is_env_name(const char *s)
 {
@@ -648,93 +792,105 @@ static bool is_identifier(const char *s)
     return true;
 }
 
-static void load_env(struct loader *L, const yaml_node_t *n, struct dsl_step *s,
-                     struct dsl_step_marks *m)
+/* A step's env: the defaults' (layers[0]) merged with the step's own (layers[1]),
+ * as load_kv does. The positions of the values go to m->env (scratch). */
+static void load_env(struct loader *L, const struct dsl_yaml_node *const layers[2],
+                     struct dsl_step *s, struct dsl_step_marks *m)
 {
-    struct entry *e;
-    long ne = map_entries(L, n, "env", NULL, 0, &e);
-    if (ne < 0)
+    if (!layers[0] && !layers[1])
         return;
-    struct dsl_env *v = arena_calloc(L->P->mem, s->n_env + (size_t)ne + 1, sizeof(*v));
-    struct dsl_pos *pos = arena_calloc(L->P->mem, s->n_env + (size_t)ne + 1, sizeof(*pos));
-    if (s->n_env) {
-        memcpy(v, s->env, s->n_env * sizeof(*v));
-        memcpy(pos, m->env, s->n_env * sizeof(*pos));
-    }
-    size_t total = s->n_env;
-    for (long i = 0; i < ne; i++) {
-        struct dsl_env item = {.name = e[i].key};
-        if (!is_env_name(e[i].key)) {
-            lerr(L, e[i].key_node,
-                 "env: invalid variable name '%s' (letters, digits, '_', '-' and '.', not "
-                 "starting with a digit)",
-                 e[i].key);
+    size_t cap = merge_cap(layers);
+    struct dsl_env *v = arena_calloc(L->tmp, cap, sizeof(*v));
+    struct dsl_pos *pos = arena_calloc(L->P->scratch, cap, sizeof(*pos));
+    size_t total = 0;
+    bool any = false;
+    for (int l = 0; l < 2; l++) {
+        struct entry *e;
+        long ne = layers[l] ? map_entries(L, layers[l], "env", NULL, 0, &e) : -1;
+        if (ne < 0)
             continue;
-        }
-        if (e[i].value->type == YAML_MAPPING_NODE) {
-            static const char *const env_keys[] = {"from_secret"};
-            static const char *const secret_keys[] = {"name", "key"};
-            struct entry *f, *g;
-            long nf = map_entries(L, e[i].value, "an env value", env_keys, 1, &f);
-            yaml_node_t *fs = nf > 0 ? lookup(f, nf, "from_secret") : NULL;
-            if (!fs) {
-                /* an unknown key was reported already; an empty mapping was not */
-                if (nf == 0 &&
-                    e[i].value->data.mapping.pairs.top == e[i].value->data.mapping.pairs.start)
-                    lerr(L, e[i].value,
-                         "env '%s': a mapping value must be {from_secret: "
-                         "{name, key}}",
-                         e[i].key);
+        any = true;
+        for (long i = 0; i < ne; i++) {
+            struct dsl_env item = {.name = e[i].key};
+            if (!is_env_name(e[i].key)) {
+                lerr(L, e[i].key_node,
+                     "env: invalid variable name '%s' (letters, digits, '_', '-' and '.', not "
+                     "starting with a digit)",
+                     e[i].key);
                 continue;
             }
-            long ng = map_entries(L, fs, "from_secret", secret_keys, 2, &g);
-            if (ng < 0)
-                continue;
-            yaml_node_t *sn = lookup(g, ng, "name"), *sk = lookup(g, ng, "key");
-            if (!sn || !sk) {
-                lerr(L, fs, "env '%s': from_secret needs both 'name' and 'key'", e[i].key);
-                continue;
+            if (e[i].value->kind == DSL_YAML_MAPPING) {
+                static const char *const env_keys[] = {"from_secret"};
+                static const char *const secret_keys[] = {"name", "key"};
+                struct entry *f, *g;
+                long nf = map_entries(L, e[i].value, "an env value", env_keys, 1, &f);
+                const struct dsl_yaml_node *fs = nf > 0 ? lookup(f, nf, "from_secret") : NULL;
+                if (!fs) {
+                    /* an unknown key was reported already; an empty mapping was not */
+                    if (nf == 0 && e[i].value->n == 0)
+                        lerr(L, e[i].value,
+                             "env '%s': a mapping value must be {from_secret: "
+                             "{name, key}}",
+                             e[i].key);
+                    continue;
+                }
+                long ng = map_entries(L, fs, "from_secret", secret_keys, 2, &g);
+                if (ng < 0)
+                    continue;
+                const struct dsl_yaml_node *sn = lookup(g, ng, "name"), *sk = lookup(g, ng, "key");
+                if (!sn || !sk) {
+                    lerr(L, fs, "env '%s': from_secret needs both 'name' and 'key'", e[i].key);
+                    continue;
+                }
+                item.secret_name = get_text(L, sn, "from_secret.name");
+                item.secret_key = get_text(L, sk, "from_secret.key");
+                if (!item.secret_name || !item.secret_key)
+                    continue;
+                if (!is_dns_subdomain(item.secret_name, strlen(item.secret_name))) {
+                    lerr(L, sn,
+                         "from_secret.name: '%s' is not a valid secret name (DNS-1123 "
+                         "subdomain)",
+                         item.secret_name);
+                    continue;
+                }
+            } else if (kind_of(e[i].value) == V_NULL) {
+                item.value = "";
+            } else {
+                item.value = get_text(L, e[i].value, "env value");
+                if (!item.value)
+                    continue;
             }
-            item.secret_name = get_string(L, sn, "from_secret.name");
-            item.secret_key = get_string(L, sk, "from_secret.key");
-            if (!item.secret_name || !item.secret_key)
-                continue;
-            if (!is_dns_subdomain(item.secret_name, strlen(item.secret_name))) {
-                lerr(L, sn,
-                     "from_secret.name: '%s' is not a valid secret name (DNS-1123 "
-                     "subdomain)",
-                     item.secret_name);
-                continue;
+            size_t j;
+            for (j = 0; j < total; j++) {
+                if (!strcmp(v[j].name, item.name))
+                    break;
             }
-        } else if (kind_of(e[i].value) == V_NULL) {
-            item.value = "";
-        } else {
-            item.value = get_string(L, e[i].value, "env value");
-            if (!item.value)
-                continue;
+            v[j] = item;
+            pos[j] = value_pos(e[i].value);
+            if (j == total)
+                total++;
         }
-        size_t j;
-        for (j = 0; j < total; j++) {
-            if (!strcmp(v[j].name, item.name))
-                break;
-        }
-        v[j] = item;
-        pos[j] = value_pos(e[i].value);
-        if (j == total)
-            total++;
     }
-    s->env = v;
+    if (!any)
+        return;
+    s->env = arena_calloc(L->P->mem, total + 1, sizeof(*s->env));
+    for (size_t j = 0; j < total; j++) {
+        s->env[j].name = model_strdup(L, v[j].name);
+        s->env[j].value = v[j].value ? model_strdup(L, v[j].value) : NULL;
+        s->env[j].secret_name = v[j].secret_name ? model_strdup(L, v[j].secret_name) : NULL;
+        s->env[j].secret_key = v[j].secret_key ? model_strdup(L, v[j].secret_key) : NULL;
+    }
     s->n_env = total;
     m->env = pos;
 }
 
-static void load_resources(struct loader *L, const yaml_node_t *n, struct dsl_resources *r)
+static void load_resources(struct loader *L, const struct dsl_yaml_node *n, struct dsl_resources *r)
 {
     static const char *const keys[] = {"cpu", "memory", "gpu"};
     struct entry *e;
     long ne = map_entries(L, n, "resources", keys, 3, &e);
     for (long i = 0; i < ne; i++) {
-        yaml_node_t *v = e[i].value;
+        const struct dsl_yaml_node *v = e[i].value;
         if (!strcmp(e[i].key, "gpu")) {
             get_int(L, v, "resources.gpu", 0, 1024, &r->gpu);
             continue;
@@ -759,30 +915,28 @@ static void load_resources(struct loader *L, const yaml_node_t *n, struct dsl_re
             continue;
         }
         if (cpu) {
-            r->cpu = arena_strdup(L->P->mem, scalar(v));
+            r->cpu = model_strdup(L, scalar(v));
             r->cpu_millis = milli;
         } else {
-            r->memory = arena_strdup(L->P->mem, scalar(v));
+            r->memory = model_strdup(L, scalar(v));
             r->memory_bytes = milli / 1000 + (milli % 1000 != 0);
         }
     }
 }
 
-static void load_tolerations(struct loader *L, const yaml_node_t *n, struct dsl_step *s)
+static void load_tolerations(struct loader *L, const struct dsl_yaml_node *n, struct dsl_step *s)
 {
     static const char *const keys[] = {"key", "operator", "value", "effect", "toleration_seconds"};
     static const char *const ops[] = {"Equal", "Exists"};
     static const char *const effects[] = {"NoSchedule", "PreferNoSchedule", "NoExecute"};
-    if (n->type != YAML_SEQUENCE_NODE) {
+    if (n->kind != DSL_YAML_SEQUENCE) {
         lerr(L, n, "tolerations must be a list, not %s", vkind_names[kind_of(n)]);
         return;
     }
-    size_t cap = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
-    s->tolerations = arena_calloc(L->P->mem, cap ? cap : 1, sizeof(*s->tolerations));
+    s->tolerations = arena_calloc(L->P->mem, n->n ? n->n : 1, sizeof(*s->tolerations));
     s->n_tolerations = 0;
-    for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
-         it++) {
-        yaml_node_t *c = get_node(L, *it);
+    for (size_t i = 0; i < n->n; i++) {
+        const struct dsl_yaml_node *c = visit(L, n->u.items[i]);
         if (!c)
             break;
         struct entry *e;
@@ -792,7 +946,7 @@ static void load_tolerations(struct loader *L, const yaml_node_t *n, struct dsl_
         struct dsl_toleration t = {.op = "Equal", .seconds = -1};
         bool ok = true;
         int idx;
-        yaml_node_t *v;
+        const struct dsl_yaml_node *v;
         if ((v = lookup(e, ne, "key")))
             ok &= (t.key = get_string(L, v, "toleration key")) != NULL;
         if ((v = lookup(e, ne, "operator"))) {
@@ -828,7 +982,7 @@ static void load_tolerations(struct loader *L, const yaml_node_t *n, struct dsl_
     }
 }
 
-static void load_retries(struct loader *L, const yaml_node_t *n, struct dsl_retry *r)
+static void load_retries(struct loader *L, const struct dsl_yaml_node *n, struct dsl_retry *r)
 {
     static const char *const keys[] = {"limit", "policy", "backoff"};
     static const char *const backoff_keys[] = {"initial", "factor", "max"};
@@ -841,7 +995,7 @@ static void load_retries(struct loader *L, const yaml_node_t *n, struct dsl_retr
     if (ne < 0) {
         return;
     }
-    yaml_node_t *v;
+    const struct dsl_yaml_node *v;
     int idx;
     if ((v = lookup(e, ne, "limit")))
         get_int(L, v, "retries.limit", 0, 1000, &r->limit);
@@ -851,7 +1005,7 @@ static void load_retries(struct loader *L, const yaml_node_t *n, struct dsl_retr
     if ((v = lookup(e, ne, "backoff"))) {
         struct entry *b;
         long nb = map_entries(L, v, "retries.backoff", backoff_keys, 3, &b);
-        yaml_node_t *w;
+        const struct dsl_yaml_node *w;
         if ((w = lookup(b, nb, "initial")))
             get_duration(L, w, "retries.backoff.initial", &r->backoff_initial_ms);
         if ((w = lookup(b, nb, "max")))
@@ -868,7 +1022,7 @@ static void load_retries(struct loader *L, const yaml_node_t *n, struct dsl_retr
     }
 }
 
-static void load_outputs(struct loader *L, const yaml_node_t *n, struct dsl_step *s)
+static void load_outputs(struct loader *L, const struct dsl_yaml_node *n, struct dsl_step *s)
 {
     static const char *const keys[] = {"params", "artifacts"};
     struct entry *e;
@@ -897,7 +1051,7 @@ static void load_outputs(struct loader *L, const yaml_node_t *n, struct dsl_step
                 lerr(L, o[j].value, "%s: '%s' needs a path", what, o[j].key);
                 continue;
             }
-            v[count].name = o[j].key;
+            v[count].name = model_strdup(L, o[j].key);
             v[count].path = path;
             count++;
         }
@@ -911,14 +1065,14 @@ static void load_outputs(struct loader *L, const yaml_node_t *n, struct dsl_step
     }
 }
 
-static void load_inputs(struct loader *L, const yaml_node_t *n, struct dsl_step *s,
+static void load_inputs(struct loader *L, const struct dsl_yaml_node *n, struct dsl_step *s,
                         struct dsl_step_marks *m)
 {
     static const char *const keys[] = {"artifacts"};
     static const char *const art_keys[] = {"from", "path"};
     struct entry *e;
     long ne = map_entries(L, n, "inputs", keys, 1, &e);
-    yaml_node_t *arts = ne > 0 ? lookup(e, ne, "artifacts") : NULL;
+    const struct dsl_yaml_node *arts = ne > 0 ? lookup(e, ne, "artifacts") : NULL;
     if (!arts)
         return;
     struct entry *a;
@@ -926,10 +1080,10 @@ static void load_inputs(struct loader *L, const yaml_node_t *n, struct dsl_step 
     if (na < 0)
         return;
     s->input_artifacts = arena_calloc(L->P->mem, (size_t)na + 1, sizeof(*s->input_artifacts));
-    m->inputs = arena_calloc(L->P->mem, (size_t)na + 1, sizeof(*m->inputs));
+    m->inputs = arena_calloc(L->P->scratch, (size_t)na + 1, sizeof(*m->inputs));
     for (long i = 0; i < na; i++) {
         struct dsl_input_artifact in = {.name = a[i].key};
-        yaml_node_t *from = a[i].value;
+        const struct dsl_yaml_node *from = a[i].value;
         if (!is_identifier(a[i].key)) {
             lerr(L, a[i].key_node,
                  "inputs.artifacts: invalid name '%s' (letters, digits and '_', not starting "
@@ -937,13 +1091,13 @@ static void load_inputs(struct loader *L, const yaml_node_t *n, struct dsl_step 
                  a[i].key);
             continue;
         }
-        if (a[i].value->type == YAML_MAPPING_NODE) {
+        if (a[i].value->kind == DSL_YAML_MAPPING) {
             struct entry *f;
             long nf = map_entries(L, a[i].value, "an input artifact", art_keys, 2, &f);
             if (nf < 0)
                 continue;
             from = lookup(f, nf, "from");
-            yaml_node_t *p = lookup(f, nf, "path");
+            const struct dsl_yaml_node *p = lookup(f, nf, "path");
             if (!from) {
                 lerr(L, a[i].value, "input artifact '%s' needs 'from'", a[i].key);
                 continue;
@@ -953,6 +1107,7 @@ static void load_inputs(struct loader *L, const yaml_node_t *n, struct dsl_step 
         }
         if (!(in.from = get_string(L, from, "inputs.artifacts from")))
             continue;
+        in.name = model_strdup(L, in.name);
         if (!in.path)
             in.path = arena_sprintf(L->P->mem, "inputs/%s", in.name);
         m->inputs[s->n_input_artifacts] = value_pos(from);
@@ -960,41 +1115,56 @@ static void load_inputs(struct loader *L, const yaml_node_t *n, struct dsl_step 
     }
 }
 
-static void load_for_each(struct loader *L, const yaml_node_t *n, struct dsl_step *s)
+static void load_for_each(struct loader *L, const struct dsl_yaml_node *n, struct dsl_step *s)
 {
     enum vkind k = kind_of(n);
     if (k == V_LIST) {
-        if (n->data.sequence.items.top == n->data.sequence.items.start) {
+        if (n->n == 0) {
             lerr(L, n, "for_each: the list is empty, so the step would never run");
             return;
         }
         struct strbuf sb = STRBUF_INIT;
         if (node_to_json(L, &sb, n, 0))
-            s->for_each_json = arena_strdup(L->P->mem, sb.buf);
+            s->for_each_json = model_strdup(L, sb.buf);
         strbuf_release(&sb);
         return;
     }
     if (k == V_STRING) {
-        s->for_each_expr = arena_strdup(L->P->mem, scalar(n));
+        s->for_each_expr = model_strdup(L, scalar(n));
         return;
     }
     lerr(L, n, "for_each must be a list or a \"{{ expression }}\" yielding a list, not %s",
          vkind_names[k]);
 }
 
+/* A step's fields: its own (own) and those of defaults: (def). */
+struct step_layers {
+    const struct step_fields *own;
+    const struct step_fields *def;
+};
+
 /* The value for key: the step's own, else the default's. */
-static yaml_node_t *pick(struct entry *se, long ns, struct entry *de, long nd, const char *key)
+static const struct dsl_yaml_node *pick(const struct step_layers *f, enum step_key key)
 {
-    yaml_node_t *v = lookup(se, ns, key);
-    return v ? v : lookup(de, nd, key);
+    return f->own->v[key] ? f->own->v[key] : f->def->v[key];
 }
 
-static void load_step(struct loader *L, yaml_node_t *n, struct entry *de, long nd,
-                      struct dsl_step *s, struct dsl_step_marks *m, bool on_exit)
+/* Both values for a field whose mappings are merged, the default's first. */
+static void layers_of(const struct step_layers *f, enum step_key key,
+                      const struct dsl_yaml_node *layers[2])
 {
-    struct entry *se;
-    long ns = map_entries(L, n, "a step", step_keys, N_STEP_KEYS, &se);
-    yaml_node_t *v;
+    layers[0] = f->def->v[key];
+    layers[1] = f->own->v[key];
+}
+
+static void load_step(struct loader *L, const struct dsl_yaml_node *n,
+                      const struct step_fields *def, struct dsl_step *s, struct dsl_step_marks *m,
+                      bool on_exit)
+{
+    struct step_fields own;
+    const struct step_layers f = {.own = &own, .def = def};
+    bool is_map = step_fields_load(L, n, "a step", &own);
+    const struct dsl_yaml_node *v, *layers[2];
     int idx;
 
     memset(s, 0, sizeof(*s));
@@ -1004,10 +1174,10 @@ static void load_step(struct loader *L, yaml_node_t *n, struct entry *de, long n
     s->retries.backoff_initial_ms = 10000;
     s->retries.backoff_factor = 2;
     s->retries.backoff_max_ms = 600000;
-    if (ns < 0)
+    if (!is_map)
         return;
 
-    if ((v = lookup(se, ns, "name"))) {
+    if ((v = own.v[SK_NAME])) {
         s->name = get_string(L, v, "step name");
         if (s->name && !dsl_is_dns_label(s->name)) {
             lerr(L, v,
@@ -1019,17 +1189,17 @@ static void load_step(struct loader *L, yaml_node_t *n, struct entry *de, long n
     } else {
         lerr(L, n, "a step needs a 'name'");
     }
-    if ((v = lookup(se, ns, "depends_on")))
+    if ((v = own.v[SK_DEPENDS_ON]))
         s->depends_on = get_string_list(L, v, "depends_on", true, &s->n_depends_on, &m->depends_on);
 
-    if ((v = pick(se, ns, de, nd, "trigger_rule")) &&
+    if ((v = pick(&f, SK_TRIGGER_RULE)) &&
         get_enum(L, v, "trigger_rule", dsl_trigger_names, DSL_N_TRIGGER_RULES, &idx))
         s->trigger_rule = (enum dsl_trigger_rule)idx;
-    if ((v = pick(se, ns, de, nd, "when"))) {
+    if ((v = pick(&f, SK_WHEN))) {
         s->when = get_string(L, v, "when");
         m->when = value_pos(v);
     }
-    if ((v = pick(se, ns, de, nd, "image"))) {
+    if ((v = pick(&f, SK_IMAGE))) {
         s->image = get_string(L, v, "image");
         m->image = value_pos(v);
         if (s->image && !*s->image) {
@@ -1037,33 +1207,31 @@ static void load_step(struct loader *L, yaml_node_t *n, struct entry *de, long n
             s->image = NULL;
         }
     }
-    if ((v = pick(se, ns, de, nd, "command"))) {
-        if (v->type == YAML_SCALAR_NODE && kind_of(v) == V_STRING)
+    if ((v = pick(&f, SK_COMMAND))) {
+        if (v->kind == DSL_YAML_SCALAR && kind_of(v) == V_STRING)
             lerr(L, v,
                  "command must be a list of arguments (argv), not a shell string; to use a "
                  "shell write [\"sh\", \"-c\", \"...\"]");
         else
             s->command = get_string_list(L, v, "command", false, &s->n_command, &m->command);
     }
-    if ((v = pick(se, ns, de, nd, "args"))) {
-        if (v->type == YAML_SCALAR_NODE && kind_of(v) == V_STRING)
+    if ((v = pick(&f, SK_ARGS))) {
+        if (v->kind == DSL_YAML_SCALAR && kind_of(v) == V_STRING)
             lerr(L, v, "args must be a list of arguments, not a string");
         else
             s->args = get_string_list(L, v, "args", false, &s->n_args, &m->args);
     }
-    if ((v = lookup(de, nd, "env")))
-        load_env(L, v, s, m);
-    if ((v = lookup(se, ns, "env")))
-        load_env(L, v, s, m);
-    if ((v = pick(se, ns, de, nd, "workdir"))) {
+    layers_of(&f, SK_ENV, layers);
+    load_env(L, layers, s, m);
+    if ((v = pick(&f, SK_WORKDIR))) {
         s->workdir = get_string(L, v, "workdir");
         m->workdir = value_pos(v);
     }
-    if ((v = lookup(de, nd, "resources")))
+    if ((v = def->v[SK_RESOURCES]))
         load_resources(L, v, &s->resources);
-    if ((v = lookup(se, ns, "resources")))
+    if ((v = own.v[SK_RESOURCES]))
         load_resources(L, v, &s->resources);
-    if ((v = pick(se, ns, de, nd, "queue"))) {
+    if ((v = pick(&f, SK_QUEUE))) {
         const char *q = get_string(L, v, "queue");
         if (q && !dsl_is_dns_label(q))
             lerr(L, v,
@@ -1071,74 +1239,72 @@ static void load_step(struct loader *L, yaml_node_t *n, struct entry *de, long n
         else if (q)
             s->queue = q;
     }
-    if ((v = lookup(de, nd, "node_selector")))
-        load_kv(L, v, "node_selector", true, &s->node_selector, &s->n_node_selector);
-    if ((v = lookup(se, ns, "node_selector")))
-        load_kv(L, v, "node_selector", true, &s->node_selector, &s->n_node_selector);
-    if ((v = pick(se, ns, de, nd, "tolerations")))
+    layers_of(&f, SK_NODE_SELECTOR, layers);
+    load_kv(L, layers, "node_selector", true, &s->node_selector, &s->n_node_selector);
+    if ((v = pick(&f, SK_TOLERATIONS)))
         load_tolerations(L, v, s);
-    if ((v = lookup(de, nd, "retries")))
+    if ((v = def->v[SK_RETRIES]))
         load_retries(L, v, &s->retries);
-    if ((v = lookup(se, ns, "retries")))
+    if ((v = own.v[SK_RETRIES]))
         load_retries(L, v, &s->retries);
     if (s->retries.backoff_max_ms < s->retries.backoff_initial_ms) {
-        v = pick(se, ns, de, nd, "retries");
+        v = pick(&f, SK_RETRIES);
         lerr(L, v ? v : n, "retries.backoff.max must not be less than retries.backoff.initial");
     }
-    if ((v = pick(se, ns, de, nd, "timeout")))
+    if ((v = pick(&f, SK_TIMEOUT)))
         get_duration(L, v, "timeout", &s->timeout_ms);
-    if ((v = pick(se, ns, de, nd, "pending_timeout")))
+    if ((v = pick(&f, SK_PENDING_TIMEOUT)))
         get_duration(L, v, "pending_timeout", &s->pending_timeout_ms);
-    if ((v = pick(se, ns, de, nd, "for_each"))) {
+    if ((v = pick(&f, SK_FOR_EACH))) {
         load_for_each(L, v, s);
         m->for_each = value_pos(v);
     }
-    if ((v = pick(se, ns, de, nd, "max_parallel"))) {
+    if ((v = pick(&f, SK_MAX_PARALLEL))) {
         get_int(L, v, "max_parallel", 1, 100000, &s->max_parallel);
-        if (!pick(se, ns, de, nd, "for_each"))
+        if (!pick(&f, SK_FOR_EACH))
             lerr(L, v, "max_parallel only applies to a step with for_each");
     }
-    if ((v = pick(se, ns, de, nd, "outputs")))
+    if ((v = pick(&f, SK_OUTPUTS)))
         load_outputs(L, v, s);
-    if ((v = pick(se, ns, de, nd, "inputs")))
+    if ((v = pick(&f, SK_INPUTS)))
         load_inputs(L, v, s, m);
-    if ((v = lookup(de, nd, "labels")))
-        load_kv(L, v, "labels", true, &s->labels, &s->n_labels);
-    if ((v = lookup(se, ns, "labels")))
-        load_kv(L, v, "labels", true, &s->labels, &s->n_labels);
-    if ((v = lookup(de, nd, "annotations")))
-        load_kv(L, v, "annotations", false, &s->annotations, &s->n_annotations);
-    if ((v = lookup(se, ns, "annotations")))
-        load_kv(L, v, "annotations", false, &s->annotations, &s->n_annotations);
+    layers_of(&f, SK_LABELS, layers);
+    load_kv(L, layers, "labels", true, &s->labels, &s->n_labels);
+    layers_of(&f, SK_ANNOTATIONS, layers);
+    load_kv(L, layers, "annotations", false, &s->annotations, &s->n_annotations);
 
     if (!s->image && s->n_command == 0)
         lerr(L, n, "step '%s' needs a 'command' or an 'image'", s->name ? s->name : "?");
 }
 
-static void load_steps(struct loader *L, yaml_node_t *n, struct entry *de, long nd, bool on_exit)
+static void load_steps(struct loader *L, const struct dsl_yaml_node *n,
+                       const struct step_fields *def, bool on_exit)
 {
     const char *what = on_exit ? "on_exit" : "steps";
-    if (n->type != YAML_SEQUENCE_NODE) {
+    if (n->kind != DSL_YAML_SEQUENCE) {
         lerr(L, n, "%s must be a list of steps, not %s", what, vkind_names[kind_of(n)]);
         return;
     }
-    size_t cap = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+    size_t cap = n->n;
     if (cap == 0 && !on_exit) {
         lerr(L, n, "steps is empty: a DAG needs at least one step");
         return;
     }
     struct dsl_step *steps = arena_calloc(L->P->mem, cap ? cap : 1, sizeof(*steps));
-    struct dsl_step_marks *marks = arena_calloc(L->P->mem, cap ? cap : 1, sizeof(*marks));
+    struct dsl_step_marks *marks = arena_calloc(L->P->scratch, cap ? cap : 1, sizeof(*marks));
+    struct arena step_mem = ARENA_INIT, *outer = L->tmp;
     size_t count = 0;
-    for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
-         it++) {
-        yaml_node_t *c = get_node(L, *it);
+    L->tmp = &step_mem;
+    for (size_t i = 0; i < n->n; i++) {
+        const struct dsl_yaml_node *c = visit(L, n->u.items[i]);
         if (!c)
             break;
-        load_step(L, c, de, nd, &steps[count], &marks[count], on_exit);
+        load_step(L, c, def, &steps[count], &marks[count], on_exit);
+        arena_release(&step_mem);
         if (steps[count].name)
             count++;
     }
+    L->tmp = outer;
     if (on_exit) {
         L->P->dag->on_exit = steps;
         L->P->dag->n_on_exit = count;
@@ -1152,7 +1318,7 @@ static void load_steps(struct loader *L, yaml_node_t *n, struct entry *de, long 
 
 /* --- DAG fields ------------------------------------------------------------------- */
 
-static void load_params(struct loader *L, yaml_node_t *n)
+static void load_params(struct loader *L, const struct dsl_yaml_node *n)
 {
     static const char *const keys[] = {"type", "default", "enum", "required", "description"};
     struct dsl_dag *dag = L->P->dag;
@@ -1162,7 +1328,7 @@ static void load_params(struct loader *L, yaml_node_t *n)
         return;
     dag->params = arena_calloc(L->P->mem, (size_t)ne, sizeof(*dag->params));
     for (long i = 0; i < ne; i++) {
-        struct dsl_param p = {.name = e[i].key};
+        struct dsl_param p = {.name = NULL};
         if (!is_identifier(e[i].key)) {
             lerr(L, e[i].key_node,
                  "invalid parameter name '%s' (letters, digits and '_', not starting with a "
@@ -1170,6 +1336,7 @@ static void load_params(struct loader *L, yaml_node_t *n)
                  e[i].key);
             continue;
         }
+        p.name = model_strdup(L, e[i].key);
         struct entry *f;
         char what[128];
         snprintf(what, sizeof(what), "parameter '%s'", e[i].key);
@@ -1180,7 +1347,7 @@ static void load_params(struct loader *L, yaml_node_t *n)
         }
         bool ok = true;
         int idx;
-        yaml_node_t *v;
+        const struct dsl_yaml_node *v;
         if ((v = lookup(f, nf, "type"))) {
             ok = get_enum(L, v, "type", dsl_type_names, DSL_N_PARAM_TYPES, &idx);
             if (ok)
@@ -1192,22 +1359,21 @@ static void load_params(struct loader *L, yaml_node_t *n)
             ok &= get_bool(L, v, "required", &p.required);
         if ((v = lookup(f, nf, "enum"))) {
             struct strbuf sb = STRBUF_INIT;
-            if (v->type != YAML_SEQUENCE_NODE ||
-                v->data.sequence.items.top == v->data.sequence.items.start) {
+            if (v->kind != DSL_YAML_SEQUENCE || v->n == 0) {
                 lerr(L, v, "parameter '%s': enum must be a non-empty list", p.name);
                 ok = false;
             } else if (node_to_json(L, &sb, v, 0)) {
-                p.enum_json = arena_strdup(L->P->mem, sb.buf);
+                p.enum_json = model_strdup(L, sb.buf);
             } else {
                 ok = false;
             }
             strbuf_release(&sb);
         }
-        yaml_node_t *dv = lookup(f, nf, "default");
+        const struct dsl_yaml_node *dv = lookup(f, nf, "default");
         if (dv) {
             struct strbuf sb = STRBUF_INIT;
             if (node_to_json(L, &sb, dv, 0))
-                p.default_json = arena_strdup(L->P->mem, sb.buf);
+                p.default_json = model_strdup(L, sb.buf);
             else
                 ok = false;
             strbuf_release(&sb);
@@ -1247,7 +1413,7 @@ static void load_params(struct loader *L, yaml_node_t *n)
     }
 }
 
-static void load_notify(struct loader *L, yaml_node_t *n)
+static void load_notify(struct loader *L, const struct dsl_yaml_node *n)
 {
     static const char *const keys[] = {"on_success", "on_failure"};
     struct dsl_dag *dag = L->P->dag;
@@ -1284,8 +1450,8 @@ static const char *const dag_keys[] = {
 };
 #define N_DAG_KEYS (sizeof(dag_keys) / sizeof(dag_keys[0]))
 
-static void load_time(struct loader *L, yaml_node_t *v, const char *what, const struct sl_tz *tz,
-                      const char **out, int64_t *out_unix)
+static void load_time(struct loader *L, const struct dsl_yaml_node *v, const char *what,
+                      const struct sl_tz *tz, const char **out, int64_t *out_unix)
 {
     const char *s = get_string(L, v, what);
     if (!s)
@@ -1299,16 +1465,16 @@ static void load_time(struct loader *L, yaml_node_t *v, const char *what, const 
     }
     char buf[32];
     sl_time_format_utc(buf, *out_unix);
-    *out = arena_strdup(L->P->mem, buf);
+    *out = model_strdup(L, buf);
 }
 
-static void load_dag(struct loader *L, yaml_node_t *root)
+static void load_dag(struct loader *L, const struct dsl_yaml_node *root)
 {
     struct dsl_dag *dag = L->P->dag;
-    struct entry *e, *de = NULL;
+    struct entry *e;
     long ne = map_entries(L, root, "the DAG", dag_keys, N_DAG_KEYS, &e);
-    long nd = 0;
-    yaml_node_t *v;
+    struct step_fields def = {{NULL}};
+    const struct dsl_yaml_node *v;
     int idx;
     struct sl_tz *tz = NULL;
 
@@ -1388,26 +1554,23 @@ static void load_dag(struct loader *L, yaml_node_t *root)
     if ((v = lookup(e, ne, "notify")))
         load_notify(L, v);
     if ((v = lookup(e, ne, "defaults"))) {
-        static const char *const not_defaults[] = {"name", "depends_on"};
-        nd = map_entries(L, v, "defaults", step_keys, N_STEP_KEYS, &de);
+        struct entry *de;
+        long nd = map_entries(L, v, "defaults", step_keys, N_STEP_KEYS, &de);
         for (long i = 0; i < nd; i++) {
-            for (size_t j = 0; j < 2; j++) {
-                if (!strcmp(de[i].key, not_defaults[j])) {
-                    lerr(L, de[i].key_node, "'%s' cannot have a default: set it on each step",
-                         de[i].key);
-                    de[i].key = ""; /* never matches a field */
-                }
+            if (de[i].field == SK_NAME || de[i].field == SK_DEPENDS_ON) {
+                lerr(L, de[i].key_node, "'%s' cannot have a default: set it on each step",
+                     de[i].key);
+                continue;
             }
+            def.v[de[i].field] = de[i].value;
         }
-        if (nd < 0)
-            nd = 0;
     }
     if ((v = lookup(e, ne, "steps")))
-        load_steps(L, v, de, nd, false);
+        load_steps(L, v, &def, false);
     else
         lerr(L, root, "the DAG needs 'steps'");
     if ((v = lookup(e, ne, "on_exit")))
-        load_steps(L, v, de, nd, true);
+        load_steps(L, v, &def, true);
     sl_tz_free(tz);
 }
 
@@ -1449,12 +1612,14 @@ int dsl_parse_buffer(struct dsl_dag **out, const char *file, const char *buf, si
     size_t max_bytes = opts && opts->max_bytes ? opts->max_bytes : DSL_DEFAULT_MAX_BYTES;
     size_t first_diag = diags->n;
     int result = 0;
-    yaml_parser_t parser;
-    yaml_document_t doc;
-    bool have_doc = false;
+    struct arena scratch = ARENA_INIT;
+    const struct dsl_yaml_node *root = NULL;
     struct dsl_dag *dag = xcalloc(1, sizeof(*dag));
-    struct dsl_parse P = {
-        .file = file ? file : "<input>", .diags = diags, .dag = dag, .first_diag = diags->n};
+    struct dsl_parse P = {.file = file ? file : "<input>",
+                          .diags = diags,
+                          .dag = dag,
+                          .first_diag = diags->n,
+                          .scratch = &scratch};
 
     arena_init(&dag->mem);
     P.mem = &dag->mem;
@@ -1472,62 +1637,16 @@ int dsl_parse_buffer(struct dsl_dag **out, const char *file, const char *buf, si
         goto cleanup;
     }
 
-    yaml_parser_initialize(&parser);
-    yaml_parser_set_input_string(&parser, (const unsigned char *)buf, len);
-    if (!yaml_parser_load(&parser, &doc)) {
-        const char *what = parser.problem ? parser.problem : "invalid YAML";
-        yaml_mark_t mark = parser.problem_mark;
-        if (parser.error == YAML_READER_ERROR) {
-            /* encoding errors carry a byte offset, not a mark */
-            mark.line = mark.column = 0;
-            for (size_t i = 0; i < parser.problem_offset && i < len; i++) {
-                if (buf[i] == '\n') {
-                    mark.line++;
-                    mark.column = 0;
-                } else {
-                    mark.column++;
-                }
-            }
-        }
-        if (parser.context)
-            dsl_diags_add(diags, P.file, (int)mark.line + 1, (int)mark.column + 1,
-                          "YAML syntax error: %s %s", what, parser.context);
-        else
-            dsl_diags_add(diags, P.file, (int)mark.line + 1, (int)mark.column + 1,
-                          "YAML syntax error: %s", what);
-        yaml_parser_delete(&parser);
-        result = SL_EPARSE;
+    result = dsl_yaml_parse(&root, &scratch, buf, len, P.file, diags);
+    if (result < 0)
         goto cleanup;
-    }
-    have_doc = true;
-    yaml_node_t *root = yaml_document_get_root_node(&doc);
     if (!root) {
         dsl_diags_add(diags, P.file, 0, 0, "file is empty: expected a DAG");
-        yaml_parser_delete(&parser);
         result = SL_EINVALID;
         goto cleanup;
     }
-    yaml_document_t extra;
-    if (!yaml_parser_load(&parser, &extra)) {
-        yaml_mark_t mark = parser.problem_mark;
-        dsl_diags_add(diags, P.file, (int)mark.line + 1, (int)mark.column + 1,
-                      "YAML syntax error: %s", parser.problem ? parser.problem : "invalid YAML");
-        result = SL_EPARSE;
-    } else {
-        yaml_node_t *r2 = yaml_document_get_root_node(&extra);
-        if (r2)
-            dsl_diags_add(diags, P.file, (int)r2->start_mark.line + 1,
-                          (int)r2->start_mark.column + 1,
-                          "a file holds one DAG: found a second YAML document");
-        if (r2)
-            result = SL_EINVALID;
-        yaml_document_delete(&extra);
-    }
-    yaml_parser_delete(&parser);
-    if (result < 0)
-        goto cleanup;
 
-    struct loader L = {.P = &P, .doc = &doc};
+    struct loader L = {.P = &P, .strings = {.mem = &dag->mem}, .tmp = &scratch};
     load_dag(&L, root);
     /* Validation runs on a partly loaded model too, so that one pass reports
      * every problem; fields that failed to load are simply absent. */
@@ -1537,8 +1656,7 @@ int dsl_parse_buffer(struct dsl_dag **out, const char *file, const char *buf, si
         result = SL_EINVALID;
 
 cleanup:
-    if (have_doc)
-        yaml_document_delete(&doc);
+    arena_release(&scratch);
     if (diags->n > first_diag)
         qsort(diags->items + first_diag, diags->n - first_diag, sizeof(*diags->items), cmp_diag);
     if (result < 0) {

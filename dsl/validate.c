@@ -14,15 +14,22 @@
  * steps run after every main step, so they may read any main step, and
  * on_exit steps upstream of them.
  *
- * Cost: names are found through a hash table; "is s upstream of t" is a depth
- * first search up from t that stops when it meets s, with a visit stamp per
- * step, so memory stays linear in the size of the DAG.
+ * Cost: names are found through a hash table; "is s upstream of t" is answered
+ * by topological positions, a depth-first numbering and a few kept descendant
+ * sets before any search (see is_upstream), so a DAG whose steps all read one
+ * step is linear, and memory stays linear in the size of the DAG.
+ *
+ * Memory: the model gets the resolved dependencies (step->deps) and dag->topo.
+ * Parse trees of templates that recur from step to step are kept in P->scratch
+ * (parsed once); other parse trees and did-you-mean candidates go to an arena
+ * emptied after each step; the rest is malloc'd and freed here.
  */
 #include "dsl/dsl_int.h"
 #include "dsl/expr.h"
 #include "common/xalloc.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -143,6 +150,25 @@ static void index_release(struct name_index *ix)
 
 /* --- one group of steps: main steps, or on_exit steps ----------------------------- */
 
+/* The names of n steps, as did-you-mean candidates, in mem. Only made when a
+ * name did not resolve: a valid DAG never needs it. */
+static const char **step_names(struct arena *mem, const struct dsl_step *steps, size_t n)
+{
+    const char **names = arena_calloc(mem, n + 1, sizeof(*names));
+    for (size_t i = 0; i < n; i++)
+        names[i] = steps[i].name;
+    return names;
+}
+
+/* Descendant sets kept for the steps asked about most recently; see is_upstream. */
+#define REACH_MEMOS 8
+
+struct reach_memo {
+    size_t target;        /* the step whose descendants are marked; SIZE_MAX: unused */
+    unsigned char *below; /* per step: 1 if downstream of target */
+    unsigned long used;   /* when last used, for replacing the least recently used */
+};
+
 struct group {
     struct dsl_step *steps;
     size_t n;
@@ -150,17 +176,27 @@ struct group {
     struct name_index ix;
     bool acyclic;
     bool *unresolved; /* per step: a depends_on entry did not resolve */
-    unsigned *stamp;  /* per step, for upstream searches */
+
+    /* the graph, from order_steps: dependents of step i are
+     * dependents[dep_start[i]..dep_start[i + 1]) */
+    size_t *dep_start, *dependents;
+
+    /* for is_upstream, set up by reach_init when the group is acyclic */
+    size_t *pos;        /* per step: its place in the topological order */
+    size_t *pre, *post; /* per step: numbers in a depth-first forest of dependents */
+    bool *tainted;      /* per step: it or a step upstream has an unresolved dependency */
+    bool *asked;        /* per step: asked about before (as the upstream one) */
+    unsigned *stamp;    /* per step, for upstream searches */
     unsigned epoch;
     size_t *stack;
+    struct reach_memo memo[REACH_MEMOS];
+    unsigned long clock;
 };
 
 static void resolve_deps(struct dsl_parse *P, struct group *g, const struct group *other,
                          const char *kind)
 {
-    const char **names = arena_calloc(P->mem, g->n + 1, sizeof(*names));
-    for (size_t i = 0; i < g->n; i++)
-        names[i] = g->steps[i].name;
+    const char **names = NULL; /* the steps' names, for did-you-mean: made on first use */
     for (size_t i = 0; i < g->n; i++) {
         struct dsl_step *s = &g->steps[i];
         s->deps = arena_calloc(P->mem, s->n_depends_on + 1, sizeof(*s->deps));
@@ -183,6 +219,8 @@ static void resolve_deps(struct dsl_parse *P, struct group *g, const struct grou
                                         s->name, dep);
                     continue;
                 }
+                if (!names)
+                    names = step_names(P->scratch, g->steps, g->n);
                 const char *hint = dsl_did_you_mean(dep, names, g->n);
                 if (hint)
                     dsl_parse_error(P, pos,
@@ -290,18 +328,146 @@ static void order_steps(struct dsl_parse *P, struct group *g, size_t *topo)
         free(reported);
     }
     free(indeg);
-    free(head);
     free(fill);
-    free(dependents);
+    g->dep_start = head;
+    g->dependents = dependents;
 }
 
-/* Is step `anc` upstream of step `desc` (both in g)? Also true when the answer
- * is unknown because a step on the way has a dependency that did not resolve:
- * that error is reported already, and guessing here would only add noise. */
+/* --- is A upstream of B ------------------------------------------------------------ */
+
+/*
+ * Every steps.X reference asks whether X is upstream of the referring step. A
+ * search up the graph per question is O(steps) each, which a chain of steps that
+ * all read the first one's output makes quadratic. So, in order:
+ *
+ *   1. a step with an unresolved dependency upstream: yes (that error is reported
+ *      already, and guessing here would only add noise);
+ *   2. a direct dependency: yes;
+ *   3. X later in the topological order: no;
+ *   4. the referring step inside X's subtree of a depth-first forest of the graph
+ *      (pre/post numbers): yes. In a chain or a tree, or for a step read by
+ *      everything after it, that answers every question;
+ *   5. X asked about before: mark X's descendants with one downward search and keep
+ *      the marks (for REACH_MEMOS steps at a time, the least recently used
+ *      replaced), so a step read by many others costs one search;
+ *   6. otherwise a depth-first search up from the referring step, stamped per step,
+ *      that skips steps placed before X in the topological order.
+ *
+ * Memory is linear in the size of the graph. NEEDSWORK: more than REACH_MEMOS
+ * distinct steps read, in turn, by most of a long DAG, through paths that 4 does
+ * not see, still cost a downward search per question.
+ */
+
+static void reach_init(struct group *g, const size_t *topo)
+{
+    size_t n = g->n;
+    g->pos = xcalloc(n + 1, sizeof(*g->pos));
+    g->pre = xcalloc(n + 1, sizeof(*g->pre));
+    g->post = xcalloc(n + 1, sizeof(*g->post));
+    g->tainted = xcalloc(n + 1, sizeof(*g->tainted));
+    g->asked = xcalloc(n + 1, sizeof(*g->asked));
+    g->stamp = xcalloc(n + 1, sizeof(*g->stamp));
+    g->stack = xcalloc(n + 1, sizeof(*g->stack));
+    for (size_t m = 0; m < REACH_MEMOS; m++)
+        g->memo[m].target = SIZE_MAX;
+
+    for (size_t i = 0; i < n; i++) {
+        size_t v = topo[i];
+        const struct dsl_step *s = &g->steps[v];
+        g->pos[v] = i;
+        g->tainted[v] = g->unresolved[v];
+        for (size_t d = 0; d < s->n_depends_on && !g->tainted[v]; d++)
+            g->tainted[v] = g->tainted[s->deps[d]];
+    }
+
+    /* The forest: a depth-first search down from each step not yet visited when
+     * its turn comes in topological order (only steps without dependencies can
+     * be). pre[v] is v's number on the way down, post[v] one past the numbers of
+     * its subtree, so w lies in v's subtree iff pre[v] <= pre[w] < post[v]. */
+    size_t *next_edge = xcalloc(n + 1, sizeof(*next_edge));
+    bool *seen = xcalloc(n + 1, sizeof(*seen));
+    size_t counter = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t root = topo[i], sp = 0;
+        if (seen[root])
+            continue;
+        seen[root] = true;
+        g->pre[root] = counter++;
+        next_edge[root] = g->dep_start[root];
+        g->stack[sp++] = root;
+        while (sp) {
+            size_t v = g->stack[sp - 1];
+            if (next_edge[v] == g->dep_start[v + 1]) {
+                g->post[v] = counter;
+                sp--;
+                continue;
+            }
+            size_t w = g->dependents[next_edge[v]++];
+            if (!seen[w]) {
+                seen[w] = true;
+                g->pre[w] = counter++;
+                next_edge[w] = g->dep_start[w];
+                g->stack[sp++] = w;
+            }
+        }
+    }
+    free(next_edge);
+    free(seen);
+}
+
+/* The memo of step anc's descendants, made if needed. */
+static const struct reach_memo *reach_memo_get(struct group *g, size_t anc)
+{
+    struct reach_memo *oldest = &g->memo[0];
+    g->clock++;
+    for (size_t m = 0; m < REACH_MEMOS; m++) {
+        if (g->memo[m].target == anc) {
+            g->memo[m].used = g->clock;
+            return &g->memo[m];
+        }
+        if (g->memo[m].used < oldest->used)
+            oldest = &g->memo[m];
+    }
+    if (!oldest->below)
+        oldest->below = xmalloc(g->n + 1);
+    memset(oldest->below, 0, g->n + 1);
+    oldest->target = anc;
+    oldest->used = g->clock;
+    size_t sp = 0;
+    g->stack[sp++] = anc;
+    while (sp) {
+        size_t v = g->stack[--sp];
+        for (size_t e = g->dep_start[v]; e < g->dep_start[v + 1]; e++) {
+            size_t w = g->dependents[e];
+            if (!oldest->below[w]) {
+                oldest->below[w] = 1;
+                g->stack[sp++] = w;
+            }
+        }
+    }
+    return oldest;
+}
+
+/* Is step anc upstream of step desc (both in g, anc != desc, g acyclic)? Also true
+ * when the answer is unknown because a step on the way has a dependency that did
+ * not resolve. */
 static bool is_upstream(struct group *g, size_t anc, size_t desc)
 {
-    if (g->unresolved[desc])
+    const struct dsl_step *self = &g->steps[desc];
+    if (g->tainted[desc])
         return true;
+    for (size_t d = 0; d < self->n_depends_on; d++) {
+        if (self->deps[d] == anc)
+            return true;
+    }
+    if (g->pos[anc] > g->pos[desc])
+        return false;
+    if (g->pre[anc] <= g->pre[desc] && g->pre[desc] < g->post[anc])
+        return true;
+    if (g->asked[anc])
+        return reach_memo_get(g, anc)->below[desc];
+    g->asked[anc] = true;
+
     if (++g->epoch == 0) {
         memset(g->stamp, 0, g->n * sizeof(*g->stamp));
         g->epoch = 1;
@@ -313,9 +479,10 @@ static bool is_upstream(struct group *g, size_t anc, size_t desc)
         const struct dsl_step *s = &g->steps[g->stack[--sp]];
         for (size_t d = 0; d < s->n_depends_on; d++) {
             size_t p = s->deps[d];
-            if (p == anc || g->unresolved[p])
+            if (p == anc)
                 return true;
-            if (g->stamp[p] != g->epoch) {
+            /* what is placed before anc cannot be downstream of it */
+            if (g->stamp[p] != g->epoch && g->pos[p] > g->pos[anc]) {
                 g->stamp[p] = g->epoch;
                 g->stack[sp++] = p;
             }
@@ -324,10 +491,79 @@ static bool is_upstream(struct group *g, size_t anc, size_t desc)
     return false;
 }
 
+static void group_release(struct group *g)
+{
+    index_release(&g->ix);
+    free(g->unresolved);
+    free(g->dep_start);
+    free(g->dependents);
+    free(g->pos);
+    free(g->pre);
+    free(g->post);
+    free(g->tainted);
+    free(g->asked);
+    free(g->stamp);
+    free(g->stack);
+    for (size_t m = 0; m < REACH_MEMOS; m++)
+        free(g->memo[m].below);
+}
+
+/* --- templates parsed once --------------------------------------------------------- */
+
+/*
+ * The same template text recurs in step after step ("{{ params.lr }}", "{{ run.id }}",
+ * an image from defaults:). Parsing is pure, so the result of each distinct text
+ * is kept (in P->scratch) and its references walked again for each step that uses
+ * it. Texts that mention "steps" are left out: they name a step, are usually one of
+ * a kind, and would only fill the cache.
+ */
+struct parsed_template {
+    const char *src;
+    size_t hash;
+    int rc;                    /* of dsl_template_parse */
+    struct dsl_template *t;    /* when rc is 0 */
+    struct dsl_expr_error err; /* when it is not */
+};
+
+struct template_cache {
+    struct parsed_template **slots; /* open addressing; capacity a power of two */
+    size_t cap, n;
+};
+
+static void template_cache_release(struct template_cache *tc)
+{
+    free(tc->slots);
+}
+
+static struct parsed_template **template_cache_slot(const struct template_cache *tc,
+                                                    const char *src, size_t hash)
+{
+    for (size_t i = hash & (tc->cap - 1);; i = (i + 1) & (tc->cap - 1)) {
+        struct parsed_template *pt = tc->slots[i];
+        if (!pt || (pt->hash == hash && !strcmp(pt->src, src)))
+            return &tc->slots[i];
+    }
+}
+
+static void template_cache_grow(struct template_cache *tc)
+{
+    struct parsed_template **old = tc->slots;
+    size_t old_cap = tc->cap;
+    tc->cap = old_cap ? old_cap * 2 : 64;
+    tc->slots = xcalloc(tc->cap, sizeof(struct parsed_template *));
+    for (size_t i = 0; i < old_cap; i++) {
+        if (old[i])
+            *template_cache_slot(tc, old[i]->src, old[i]->hash) = old[i];
+    }
+    free(old);
+}
+
 /* --- references ------------------------------------------------------------------- */
 
 struct ref_check {
     struct dsl_parse *P;
+    struct arena *tmp; /* parse trees and candidate lists: emptied after each step */
+    struct template_cache *templates;
     struct group *main, *exits;
     struct group *g; /* the group of the step being checked */
     size_t index;    /* of that step in g */
@@ -372,16 +608,18 @@ static int check_ref(void *vctx, const struct dsl_ref *r)
             ref_error(c, r, "name a parameter, e.g. params.<name>");
             return 0;
         }
-        const char **names = arena_calloc(c->P->mem, dag->n_params + 1, sizeof(*names));
         for (size_t i = 0; i < dag->n_params; i++) {
-            names[i] = dag->params[i].name;
-            if (!strcmp(names[i], r->parts[1])) {
+            const char *name = dag->params[i].name;
+            if (!strcmp(name, r->parts[1])) {
                 if (r->n_parts > 2 && dag->params[i].type != DSL_PARAM_OBJECT)
-                    ref_error(c, r, "parameter '%s' is a %s, not an object", names[i],
+                    ref_error(c, r, "parameter '%s' is a %s, not an object", name,
                               dsl_param_type_name(dag->params[i].type));
                 return 0;
             }
         }
+        const char **names = arena_calloc(c->tmp, dag->n_params + 1, sizeof(*names));
+        for (size_t i = 0; i < dag->n_params; i++)
+            names[i] = dag->params[i].name;
         const char *hint = dsl_did_you_mean(r->parts[1], names, dag->n_params);
         if (hint)
             ref_error(c, r, "no parameter '%s' is declared (did you mean '%s'?)", r->parts[1],
@@ -434,9 +672,7 @@ static int check_ref(void *vctx, const struct dsl_ref *r)
             k = index_find(&c->exits->ix, name);
         }
         if (k < 0) {
-            const char **names = arena_calloc(c->P->mem, c->main->n + 1, sizeof(*names));
-            for (size_t i = 0; i < c->main->n; i++)
-                names[i] = c->main->steps[i].name;
+            const char **names = step_names(c->tmp, c->main->steps, c->main->n);
             const char *hint = dsl_did_you_mean(name, names, c->main->n);
             if (hint)
                 ref_error(c, r, "no step '%s' (did you mean '%s'?)", name, hint);
@@ -454,13 +690,12 @@ static int check_ref(void *vctx, const struct dsl_ref *r)
             const struct dsl_output *outs =
                 params ? target->output_params : target->output_artifacts;
             size_t n = params ? target->n_output_params : target->n_output_artifacts;
-            const char **names = arena_calloc(c->P->mem, n + 1, sizeof(*names));
-            for (size_t i = 0; i < n; i++) {
-                names[i] = outs[i].name;
-                if (!strcmp(outs[i].name, r->parts[4]))
-                    shape_ok = true;
-            }
+            for (size_t i = 0; i < n && !shape_ok; i++)
+                shape_ok = !strcmp(outs[i].name, r->parts[4]);
             if (!shape_ok) {
+                const char **names = arena_calloc(c->tmp, n + 1, sizeof(*names));
+                for (size_t i = 0; i < n; i++)
+                    names[i] = outs[i].name;
                 const char *hint = dsl_did_you_mean(r->parts[4], names, n);
                 if (hint)
                     ref_error(c, r, "step '%s' declares no output %s '%s' (did you mean '%s'?)",
@@ -502,15 +737,47 @@ static int check_ref(void *vctx, const struct dsl_ref *r)
     return 0;
 }
 
+/* dsl_template_parse, through the cache. */
+static int parse_template(struct ref_check *c, const char *src, struct dsl_template **t,
+                          struct dsl_expr_error *err)
+{
+    struct template_cache *tc = c->templates;
+    if (strstr(src, "steps"))
+        return dsl_template_parse(t, c->tmp, src, err);
+    if ((tc->n + 1) * 2 > tc->cap)
+        template_cache_grow(tc);
+    size_t hash = hash_str(src);
+    struct parsed_template **slot = template_cache_slot(tc, src, hash);
+    if (!*slot) {
+        struct parsed_template *fresh = arena_alloc(c->P->scratch, sizeof(*fresh));
+        *fresh = (struct parsed_template){.src = src, .hash = hash};
+        fresh->rc = dsl_template_parse(&fresh->t, c->P->scratch, src, &fresh->err);
+        *slot = fresh;
+        tc->n++;
+    }
+    const struct parsed_template *pt = *slot;
+    int rc = pt->rc;
+    if (rc < 0)
+        *err = pt->err;
+    else
+        *t = pt->t;
+    return rc;
+}
+
 static void check_template(struct ref_check *c, const char *src, struct dsl_pos pos,
                            const char *field, bool allow_item)
 {
-    struct dsl_template *t;
+    struct dsl_template *t = NULL;
     struct dsl_expr_error err;
+    /* Most arguments are plain text. Without "{{" a template has no reference, and
+     * the parser's one complaint would be its length, so it need not be parsed. */
+    if (!strstr(src, "{{") &&
+        strnlen(src, (size_t)DSL_TEMPLATE_MAX_LEN + 1) <= DSL_TEMPLATE_MAX_LEN)
+        return;
     c->base = pos;
     c->field = field;
     c->allow_item = allow_item;
-    if (dsl_template_parse(&t, c->P->mem, src, &err) < 0) {
+    if (parse_template(c, src, &t, &err) < 0) {
         pos.col += (int)err.offset;
         dsl_parse_error(c->P, pos, "%s: %s", field, err.msg);
         return;
@@ -548,7 +815,7 @@ static void check_step(struct ref_check *c)
             dsl_parse_error(c->P, m->when,
                             "when is an expression, not a template: write it without {{ }}, "
                             "e.g. when: steps.evaluate.outputs.params.accuracy >= 0.9");
-        } else if (dsl_expr_parse(&e, c->P->mem, s->when, &err) < 0) {
+        } else if (dsl_expr_parse(&e, c->tmp, s->when, &err) < 0) {
             struct dsl_pos pos = m->when;
             pos.col += (int)err.offset;
             dsl_parse_error(c->P, pos, "when: %s", err.msg);
@@ -560,7 +827,7 @@ static void check_step(struct ref_check *c)
         struct dsl_template *t;
         if (s->on_exit) {
             dsl_parse_error(c->P, m->for_each, "on_exit steps cannot use for_each");
-        } else if (dsl_template_parse(&t, c->P->mem, s->for_each_expr, &err) < 0) {
+        } else if (dsl_template_parse(&t, c->tmp, s->for_each_expr, &err) < 0) {
             struct dsl_pos pos = m->for_each;
             pos.col += (int)err.offset;
             dsl_parse_error(c->P, pos, "for_each: %s", err.msg);
@@ -608,7 +875,7 @@ static void check_step(struct ref_check *c)
         if (strstr(in->from, "{{")) {
             struct dsl_template *t;
             const struct dsl_expr *single;
-            if (dsl_template_parse(&t, c->P->mem, in->from, &err) < 0) {
+            if (dsl_template_parse(&t, c->tmp, in->from, &err) < 0) {
                 struct dsl_pos pos = m->inputs[i];
                 pos.col += (int)err.offset;
                 dsl_parse_error(c->P, pos, "inputs.artifacts: %s", err.msg);
@@ -676,30 +943,30 @@ void dsl_validate(struct dsl_parse *P)
     size_t *exit_topo = xcalloc(exits.n + 1, sizeof(*exit_topo));
     order_steps(P, &main, dag->topo);
     order_steps(P, &exits, exit_topo);
+    if (main.acyclic)
+        reach_init(&main, dag->topo);
+    if (exits.acyclic)
+        reach_init(&exits, exit_topo);
     free(exit_topo);
 
-    main.stamp = xcalloc(main.n + 1, sizeof(*main.stamp));
-    main.stack = xcalloc(main.n + 1, sizeof(*main.stack));
-    exits.stamp = xcalloc(exits.n + 1, sizeof(*exits.stamp));
-    exits.stack = xcalloc(exits.n + 1, sizeof(*exits.stack));
-    struct ref_check c = {.P = P, .main = &main, .exits = &exits};
+    struct arena step_mem = ARENA_INIT;
+    struct template_cache templates = {NULL, 0, 0};
+    struct ref_check c = {
+        .P = P, .tmp = &step_mem, .templates = &templates, .main = &main, .exits = &exits};
     for (size_t i = 0; i < main.n; i++) {
         c.g = &main;
         c.index = i;
         check_step(&c);
+        arena_release(&step_mem);
     }
     for (size_t i = 0; i < exits.n; i++) {
         c.g = &exits;
         c.index = i;
         check_step(&c);
+        arena_release(&step_mem);
     }
-    free(main.stamp);
-    free(main.stack);
-    free(exits.stamp);
-    free(exits.stack);
-    free(main.unresolved);
-    free(exits.unresolved);
+    template_cache_release(&templates);
 cleanup:
-    index_release(&main.ix);
-    index_release(&exits.ix);
+    group_release(&main);
+    group_release(&exits);
 }

@@ -89,10 +89,12 @@ bin/sluice: build/release/bin/sluice
 deps:
 	@bash scripts/deps.sh
 
-# Every unit and integration test under ASan + UBSan, then a bounded fuzz run.
+# Every unit and integration test under ASan + UBSan, after a bounded fuzz run
+# (TEST_FUZZ_SECONDS per target).
+TEST_FUZZ_SECONDS ?= 20
 test: deps
 	@$(MAKE) --no-print-directory build/asan/tests/check_sluice build/asan/bin/sluice
-	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(or $(FUZZ_SECONDS),20)
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(TEST_FUZZ_SECONDS)
 	SLUICE_BIN=$(CURDIR)/build/asan/bin/sluice SLUICE_SRC=$(CURDIR) \
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  build/asan/tests/check_sluice

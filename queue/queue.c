@@ -420,6 +420,21 @@ int queue_dispatch(struct queue_id *out_id, struct queue *q, const char *queue_n
     return result;
 }
 
+/* Runs cmd, whose reply must be an integer; stores it in *out (may be NULL). */
+static int run_integer(int64_t *out, struct queue *q, struct queue_cmd *cmd, const char *what)
+{
+    redisReply *r = NULL;
+    int result = queue_run(&r, q, cmd, 0);
+    if (result < 0)
+        return result;
+    if (r->type != REDIS_REPLY_INTEGER)
+        return queue_reply_fail(q, r, what);
+    if (out)
+        *out = r->integer;
+    freeReplyObject(r);
+    return 0;
+}
+
 /* Runs one of the scripts that take (stream, index) and return an integer. */
 static int run_index_script(int64_t *out, struct queue *q, enum queue_script script,
                             const char *what, const char *queue_name, const char *attempt_id)
@@ -435,16 +450,7 @@ static int run_index_script(int64_t *out, struct queue *q, enum queue_script scr
         queue_cmd_add(&cmd, QUEUE_STEP_GROUP);
     queue_cmd_add(&cmd, attempt_id);
     queue_cmd_add(&cmd, queue_name);
-    redisReply *r = NULL;
-    int result = queue_run(&r, q, &cmd, 0);
-    if (result == 0) {
-        if (r->type == REDIS_REPLY_INTEGER) {
-            *out = r->integer;
-            freeReplyObject(r);
-        } else {
-            result = queue_reply_fail(q, r, what);
-        }
-    }
+    int result = run_integer(out, q, &cmd, what);
     queue_cmd_release(&cmd);
     return result;
 }
@@ -530,14 +536,7 @@ int queue_ack_step(struct queue *q, const char *queue_name, const struct queue_i
     queue_cmd_add(&cmd, QUEUE_STEP_GROUP);
     queue_cmd_add(&cmd, id->s);
     queue_cmd_add(&cmd, queue_name);
-    redisReply *r = NULL;
-    int result = queue_run(&r, q, &cmd, 0);
-    if (result == 0) {
-        if (r->type == REDIS_REPLY_INTEGER)
-            freeReplyObject(r);
-        else
-            result = queue_reply_fail(q, r, "ack");
-    }
+    int result = run_integer(NULL, q, &cmd, "ack");
     queue_cmd_release(&cmd);
     return result;
 }
@@ -777,14 +776,7 @@ int queue_ack_events(struct queue *q, const struct queue_id *ids, size_t n_ids)
         queue_cmd_add(&cmd, QUEUE_EVENT_GROUP);
         for (size_t i = 0; i < n; i++)
             queue_cmd_add(&cmd, ids[done + i].s);
-        redisReply *r = NULL;
-        result = queue_run(&r, q, &cmd, 0);
-        if (result == 0) {
-            if (r->type == REDIS_REPLY_INTEGER)
-                freeReplyObject(r);
-            else
-                result = queue_reply_fail(q, r, "ack events");
-        }
+        result = run_integer(NULL, q, &cmd, "ack events");
         queue_cmd_release(&cmd);
         done += n;
     }
@@ -1015,14 +1007,7 @@ int queue_forget_worker(struct queue *q, const char *worker_id)
     queue_cmd_add(&cmd, worker_key(&cmd, q, worker_id));
     queue_cmd_add(&cmd, q->key_workers);
     queue_cmd_add(&cmd, worker_id);
-    redisReply *r = NULL;
-    int result = queue_run(&r, q, &cmd, 0);
-    if (result == 0) {
-        if (r->type == REDIS_REPLY_INTEGER)
-            freeReplyObject(r);
-        else
-            result = queue_reply_fail(q, r, "forget worker");
-    }
+    int result = run_integer(NULL, q, &cmd, "forget worker");
     queue_cmd_release(&cmd);
     return result;
 }

@@ -14,8 +14,8 @@
 #include "common/strbuf.h"
 #include "common/xalloc.h"
 #include "dsl/dsl.h"
+#include "scheduler/registry.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,60 +38,6 @@ static void path_list_add(struct path_list *l, char *path)
 {
     XGROW(l->v, l->alloc, l->n + 1);
     l->v[l->n++] = path;
-}
-
-static bool is_dag_file(const char *name)
-{
-    size_t n = strlen(name);
-    return (n > 5 && !strcmp(name + n - 5, ".yaml")) || (n > 4 && !strcmp(name + n - 4, ".yml"));
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Adds the DAG files under dir, recursively, in sorted order; skips hidden entries. */
-static int collect_dir(struct path_list *out, const char *dir, int depth)
-{
-    if (depth > 32) {
-        fprintf(stderr, "error: '%s': directories nested too deep\n", dir);
-        return SL_EINVAL;
-    }
-    DIR *d = opendir(dir);
-    if (!d) {
-        fprintf(stderr, "error: cannot open directory '%s': %s\n", dir, strerror(errno));
-        return SL_EIO;
-    }
-    struct path_list here = {0};
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        if (de->d_name[0] == '.')
-            continue;
-        path_list_add(&here, xasprintf("%s/%s", dir, de->d_name));
-    }
-    closedir(d);
-    if (here.n)
-        qsort(here.v, here.n, sizeof(*here.v), cmp_str);
-    int result = 0;
-    for (size_t i = 0; i < here.n; i++) {
-        struct stat st;
-        if (lstat(here.v[i], &st) < 0) {
-            free(here.v[i]);
-            continue;
-        }
-        if (S_ISDIR(st.st_mode)) {
-            if (collect_dir(out, here.v[i], depth + 1) < 0)
-                result = SL_EIO;
-            free(here.v[i]);
-        } else if (S_ISREG(st.st_mode) && is_dag_file(here.v[i])) {
-            path_list_add(out, here.v[i]);
-        } else {
-            free(here.v[i]);
-        }
-    }
-    free(here.v);
-    return result;
 }
 
 static int parse_size(size_t *out, const char *s)
@@ -129,13 +75,20 @@ static int dag_validate(int argc, char **argv)
         }
         struct stat st;
         if (stat(argv[i], &st) == 0 && S_ISDIR(st.st_mode)) {
-            size_t before = files.n;
-            size_t len = strlen(argv[i]);
-            while (len > 1 && argv[i][len - 1] == '/')
-                argv[i][--len] = '\0';
-            if (collect_dir(&files, argv[i], 0) < 0)
+            char **found;
+            size_t n_found;
+            struct strbuf err = STRBUF_INIT;
+            if (registry_list_dir(&found, &n_found, argv[i], &err) < 0) {
+                fprintf(stderr, "error: %s\n", err.buf);
                 status = 1;
-            if (files.n == before)
+                n_found = 0;
+                found = NULL;
+            }
+            strbuf_release(&err);
+            for (size_t j = 0; j < n_found; j++)
+                path_list_add(&files, found[j]);
+            free(found);
+            if (n_found == 0 && status == 0)
                 fprintf(stderr, "warning: no *.yaml or *.yml files under '%s'\n", argv[i]);
         } else {
             path_list_add(&files, xstrdup(argv[i]));

@@ -415,7 +415,8 @@ int store_migrate(struct store *st, int *out_version, int *out_applied)
             store_fail(st, rc, "%s", why.buf);
         strbuf_release(&why);
         if (rc == 0) {
-            *out_version = v;
+            if (out_version)
+                *out_version = v;
             if (out_applied)
                 *out_applied = n;
         }

@@ -66,6 +66,11 @@ static const struct store_stmt stmt_dag_deactivate = {
     "UPDATE dags SET is_active = false, updated_at = now()\n"
     "WHERE is_active AND file_path NOT IN (SELECT jsonb_array_elements_text($1::jsonb))"};
 
+static const struct store_stmt stmt_dag_deactivate_one = {
+    "dag_deactivate_one",
+    "UPDATE dags SET is_active = false, updated_at = now()\n"
+    "WHERE dag_id = $1 AND is_active"};
+
 static const struct store_stmt stmt_import_errors_prune = {
     "import_errors_prune",
     "DELETE FROM import_errors\n"
@@ -243,6 +248,19 @@ int store_dag_deactivate_missing(struct store *st, size_t *out_deactivated,
     if (rc == 0 && out_deactivated)
         *out_deactivated = c.n;
     return rc;
+}
+
+int store_dag_deactivate(struct store *st, bool *out_deactivated, const char *dag_id)
+{
+    PGresult *res = NULL;
+    const char *params[] = {dag_id};
+    int rc = store_exec(st, &res, &stmt_dag_deactivate_one, 1, params);
+    if (rc < 0)
+        return rc;
+    if (out_deactivated)
+        *out_deactivated = strcmp(PQcmdTuples(res), "0") != 0;
+    PQclear(res);
+    return 0;
 }
 
 /* --- DAG reads and pausing ------------------------------------------------------------------ */

@@ -181,13 +181,12 @@ int store_rollback(struct store *st);
  * in its own transaction together with its schema_migrations row. Statement timeouts are
  * off while it runs.
  *
- * Sets *out_version to the schema version afterwards and *out_applied (may be NULL) to the
- * number of versions applied now. Returns 0; SL_ERANGE if the database is at a version
- * newer than this binary knows ("database schema is at version N but this sluice knows
- * versions up to M; upgrade sluice"); SL_ECONFLICT if an applied version's recorded
- * checksum differs from this binary's definition of it; SL_EINVAL inside a transaction;
- * SL_ECONN; or the code of the failed migration. A failed migration leaves the schema at
- * the previous version.
+ * Sets *out_version (may be NULL) to the schema version afterwards and *out_applied (may be NULL)
+ * to the number of versions applied now. Returns 0; SL_ERANGE if the database is at a version newer
+ * than this binary knows ("database schema is at version N but this sluice knows versions up to M;
+ * upgrade sluice"); SL_ECONFLICT if an applied version's recorded checksum differs from this
+ * binary's definition of it; SL_EINVAL inside a transaction; SL_ECONN; or the code of the failed
+ * migration. A failed migration leaves the schema at the previous version.
  */
 int store_migrate(struct store *st, int *out_version, int *out_applied);
 /* Sets *out to the database's schema version: 0 when it has never been migrated. */
@@ -254,6 +253,10 @@ int store_dag_put_version(struct store *st, int64_t *out_version_id, bool *out_c
  */
 int store_dag_deactivate_missing(struct store *st, size_t *out_deactivated,
                                  const char *const *files, size_t n_files);
+
+/* Deactivates one DAG (its file no longer defines it). Sets *out_deactivated (may be NULL)
+ * to whether it was active. Returns 0 or SL_ECONN. Never deletes a DAG. */
+int store_dag_deactivate(struct store *st, bool *out_deactivated, const char *dag_id);
 
 /* Pauses or unpauses a DAG. Returns 0 or SL_ENOENT. */
 int store_dag_set_paused(struct store *st, const char *dag_id, bool paused);

@@ -202,8 +202,25 @@ static const char *const v1_sql[] = {
     NULL,
 };
 
+/* --- version 2: the run engine's writes ---------------------------------------------------- */
+
+static const char *const v2_sql[] = {
+    /* The fan-out item of a for_each instance, so that a restarted scheduler rebuilds the
+     * run without evaluating for_each again (its inputs may have changed). */
+    "ALTER TABLE step_instances ADD COLUMN item jsonb",
+    /* Idempotent events (store_steps_write, store_run_set_state): a batch written again
+     * after an unknown COMMIT adds nothing. A step instance reaches a given state at most
+     * once per attempt, and a run reaches a given state at most once. */
+    "CREATE UNIQUE INDEX events_step_transition_key\n"
+    "    ON events (run_pk, step, map_index, attempt, to_state) WHERE step IS NOT NULL",
+    "CREATE UNIQUE INDEX events_run_transition_key ON events (run_pk, to_state)\n"
+    "    WHERE step IS NULL",
+    NULL,
+};
+
 static const struct migration migrations[] = {
     {1, "initial schema", v1_sql},
+    {2, "engine writes", v2_sql},
 };
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

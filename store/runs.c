@@ -1,5 +1,5 @@
 /*
- * store/runs.c - runs and the reads of step instances.
+ * store/runs.c - runs and the reads of step instances (their writes are in steps.c).
  *
  * store_run_create() is the only writer here, and it must be race-free across processes
  * (two API replicas receiving the same retried POST, two schedulers during a fail-over).
@@ -167,7 +167,7 @@ const struct store_stmt store_stmt_dag_last_scheduled = {
     STORE_SQL_MS("started_at") ", "                                            \
     STORE_SQL_MS("ended_at") ", "                                              \
     STORE_SQL_MS("next_try_at") ", "                                           \
-    "worker, exit_code, reason, output_params::text"
+    "worker, exit_code, reason, output_params::text, item::text"
 
 const struct store_stmt store_stmt_steps_of_run = {
     "steps_of_run",
@@ -542,6 +542,7 @@ static int read_steps(struct store_step_instance **out, size_t *out_n, PGresult 
             PQgetisnull(res, r, 10) ? STORE_NO_EXIT_CODE : (int)store_col_i64(res, r, 10);
         v[i].reason = store_col_str(res, r, 11, mem);
         v[i].output_params_json = store_col_str(res, r, 12, mem);
+        v[i].item_json = store_col_str(res, r, 13, mem);
     }
     PQclear(res);
     *out = v;

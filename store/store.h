@@ -387,7 +387,7 @@ int store_runs_active_counts(struct store *st, struct store_dag_count **out, siz
  * starting point after a restart. */
 int store_dag_last_scheduled(struct store *st, int64_t *out_ms, const char *dag_id);
 
-/* --- step instances (reads; the run engine adds the writes) ----------------------------- */
+/* --- step instances (reads) ----------------------------------------------------------------- */
 
 enum store_step_state {
     STORE_STEP_PENDING,
@@ -420,15 +420,91 @@ struct store_step_instance {
     int exit_code;                  /* or STORE_NO_EXIT_CODE */
     const char *reason;             /* or NULL */
     const char *output_params_json; /* or NULL */
+    const char *item_json;          /* the fan-out item (any JSON), or NULL */
 };
 
-/* The run's step instances whose state is in states (0 = all), by step and map_index. */
+/* The run's step instances whose state is in states (0 = all), by step and map_index: with
+ * their items, everything a restarted scheduler needs to rebuild the run's engine state. */
 int store_steps_of_run(struct store *st, struct store_step_instance **out, size_t *out_n,
                        int64_t run_pk, unsigned states, struct arena *mem);
 /* Step instances queued before before_ms (the reconciler re-sends their messages), oldest
  * first, at most limit of them. */
 int store_steps_queued_before(struct store *st, struct store_step_instance **out, size_t *out_n,
                               int64_t before_ms, size_t limit, struct arena *mem);
+
+/* --- the run engine's writes (steps.c) ------------------------------------------------------ */
+
+/*
+ * One step instance after a transition: its full new row, the transition to record in
+ * events, and its current attempt. Strings are borrowed for the call.
+ */
+struct store_step_write {
+    /* the new step_instances row, keyed by (run_pk, step, map_index) */
+    const char *step;
+    int map_index; /* -1 for a step without fan-out */
+    enum store_step_state state;
+    int attempt;                    /* 0 before the first attempt is queued */
+    int64_t queued_at_ms;           /* or STORE_NO_TIME; required when queued */
+    int64_t started_at_ms;          /* or STORE_NO_TIME */
+    int64_t ended_at_ms;            /* or STORE_NO_TIME */
+    int64_t next_try_at_ms;         /* or STORE_NO_TIME; required when up_for_retry */
+    const char *worker;             /* or NULL */
+    int exit_code;                  /* or STORE_NO_EXIT_CODE */
+    const char *reason;             /* or NULL */
+    const char *output_params_json; /* a JSON object, or NULL */
+    const char *item_json;          /* the fan-out item (any JSON), or NULL */
+    /* the events row; from_state == to_state records none */
+    enum store_step_state from_state;
+    enum store_step_state to_state; /* usually state (a batch may hold several steps of one
+                                       instance: each its own write, the last row wins) */
+    const char *event_reason;       /* or NULL */
+    int64_t event_at_ms;            /* or STORE_NO_TIME for the transaction's now() */
+    /* the attempts row of attempt number `attempt`, when attempt > 0 (see below) */
+    const char *attempt_id; /* required when attempt > 0 (engine_attempt_id) */
+    const char *log_path;   /* or NULL (an earlier one is kept) */
+};
+
+/*
+ * Persists w[0..n) for the run run_pk in three statements whatever n is (one per table,
+ * the batch passed as one jsonb array), meant to run inside the caller's transaction
+ * (store_begin ... store_commit) together with the rest of a tick's writes; called outside
+ * one, it runs in a transaction of its own (store_tx_op). For each write:
+ *
+ *   - step_instances: the row is upserted with exactly the given values (every column is
+ *     replaced). When a batch holds several writes of one instance, the last one wins;
+ *   - attempts: when attempt > 0, the row attempt_id is upserted with the same state
+ *     (up_for_retry is recorded as failed), worker, times (queued_at defaults to now()),
+ *     exit code, reason and outputs. Not written when the state has no attempt state
+ *     (pending, skipped, upstream_failed), nor when from_state is up_for_retry and state
+ *     is not queued: that attempt had already ended (a run cancelled while waiting for a
+ *     retry must not turn its failed attempt into a cancelled one);
+ *   - events: when from_state != to_state, a row (run_pk, step, map_index, attempt,
+ *     from_state, to_state, event_reason, event_at) is inserted unless the same
+ *     (run_pk, step, map_index, attempt, to_state) is already there (unique index
+ *     events_step_transition_key, ON CONFLICT DO NOTHING).
+ *
+ * Every statement is idempotent: writing the same batch again (after STORE_EUNKNOWN from
+ * store_commit) leaves the same rows and no duplicate events. A batch is a set of final
+ * rows, so writing an older batch after a newer one sets the rows back: re-read first.
+ *
+ * Returns 0; SL_EINVAL (a bad argument, attempt > 0 without attempt_id, or a CHECK refused
+ * a row: queued without queued_at, up_for_retry without next_try_at, outputs that are not
+ * an object; the caller's transaction is then aborted, store_rollback() it); SL_ETOOBIG
+ * (outputs over STORE_OUTPUT_PARAMS_MAX_BYTES); SL_ENOENT (no such run); SL_EEXIST
+ * (another attempt_id holds this attempt number); SL_ECONN.
+ */
+int store_steps_write(struct store *st, int64_t run_pk, const struct store_step_write *w, size_t n);
+
+/*
+ * Sets the state of run run_pk at at_ms (STORE_NO_TIME: now()): started_at is set when it
+ * first becomes running, ended_at when it becomes final (succeeded, failed, cancelled) and
+ * cleared otherwise, as the schema requires. A change of state is recorded in events (step
+ * NULL; at most one row per run and state, events_run_transition_key); setting the state
+ * the run already has changes nothing. Idempotent; runs in the caller's transaction like
+ * store_steps_write(). Returns 0, SL_ENOENT (no such run), SL_EINVAL, SL_ECONN.
+ */
+int store_run_set_state(struct store *st, int64_t run_pk, enum store_run_state state,
+                        int64_t at_ms);
 
 /* --- names ---------------------------------------------------------------------------- */
 

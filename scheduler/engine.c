@@ -874,6 +874,8 @@ static void advance(struct engine_run *run, int64_t now, struct engine_actions *
             struct engine_instance *self = &run->inst[s->self];
             if (self->state != ENGINE_PENDING || s->expanded || self->in_ready)
                 continue;
+            if (s->on_exit && !run->exit_started)
+                continue; /* released once every main step is done */
             if (run->state == ENGINE_RUN_CANCELLING && !s->on_exit) {
                 set_reason(self, "run cancelled");
                 set_state(run, s->self, ENGINE_CANCELLED, out);
@@ -1136,6 +1138,97 @@ int engine_apply(struct engine_run *run, const struct engine_event *ev, struct e
         advance(run, now, out, &w);
     free(w.v);
     return result;
+}
+
+static long step_index(const struct engine_run *run, const char *name)
+{
+    for (size_t k = 0; k < run->n_steps; k++) {
+        if (!strcmp(run->steps[k].def->name, name))
+            return (long)k;
+    }
+    return -1;
+}
+
+static void restore_instance(struct engine_instance *in, const struct engine_row *r)
+{
+    in->state = r->state;
+    in->attempt = r->attempt;
+    in->queued_at_ms = r->queued_at_ms;
+    in->started_at_ms = r->started_at_ms;
+    in->ended_at_ms = r->ended_at_ms;
+    in->next_try_at_ms = r->next_try_at_ms;
+    in->exit_code = r->exit_code;
+    set_reason(in, r->reason);
+    cJSON_Delete(in->outputs);
+    in->outputs = r->outputs ? cJSON_Duplicate(r->outputs, true) : NULL;
+    cJSON_Delete(in->item);
+    in->item = r->item ? cJSON_Duplicate(r->item, true) : NULL;
+}
+
+int engine_run_restore(struct engine_run **out, const struct dsl_dag *dag, const char *run_id,
+                       const char *logical_time, const char *dag_dir, const cJSON *params,
+                       enum engine_run_state state, const struct engine_row *rows, size_t n_rows,
+                       int64_t now_ms, struct engine_actions *actions)
+{
+    struct engine_run *run;
+    int rc = engine_run_new(&run, dag, run_id, logical_time, dag_dir, params);
+    if (rc < 0)
+        return rc;
+    /* fan-outs first: a step's items are rows with map_index >= 0 */
+    size_t *count = xcalloc(run->n_steps + 1, sizeof(*count));
+    for (size_t r = 0; r < n_rows; r++) {
+        long k = step_index(run, rows[r].step);
+        if (k < 0 || rows[r].map_index < -1) {
+            free(count);
+            engine_run_free(run);
+            return SL_EINVAL;
+        }
+        if (rows[r].map_index >= 0 && (size_t)rows[r].map_index + 1 > count[k])
+            count[k] = (size_t)rows[r].map_index + 1;
+    }
+    for (size_t k = 0; k < run->n_steps; k++) {
+        if (!count[k])
+            continue;
+        run->steps[k].expanded = true;
+        run->steps[k].first = run->n_inst;
+        run->steps[k].count = count[k];
+        for (size_t j = 0; j < count[k]; j++)
+            add_instance(run, k, (int)j);
+    }
+    free(count);
+    for (size_t r = 0; r < n_rows; r++) {
+        const struct engine_step *s = &run->steps[step_index(run, rows[r].step)];
+        size_t i = rows[r].map_index < 0 ? s->self : s->first + (size_t)rows[r].map_index;
+        restore_instance(&run->inst[i], &rows[r]);
+    }
+    run->state = state;
+
+    /* derived state: active count, the expression context, what waits for a slot */
+    struct worklist w = {0};
+    for (size_t i = 0; i < run->n_inst; i++) {
+        const struct engine_instance *in = &run->inst[i];
+        bool placeholder = run->steps[in->step].expanded && in->map_index < 0;
+        if (!placeholder && (in->state == ENGINE_QUEUED || in->state == ENGINE_RUNNING))
+            run->active++;
+        if (run->steps[in->step].expanded && in->map_index >= 0 && in->state == ENGINE_PENDING)
+            ready_push(run, i);
+    }
+    for (size_t k = 0; k < run->n_steps; k++) {
+        if (engine_state_is_done(run->inst[run->steps[k].self].state))
+            refresh_step_ctx(run, k);
+        if (k < run->n_main)
+            work_push(&w, k); /* on_exit steps: advance() releases them */
+    }
+    if (state == ENGINE_RUN_RUNNING || state == ENGINE_RUN_CANCELLING) {
+        for (size_t k = 0; k < run->n_steps; k++) {
+            if (run->steps[k].expanded)
+                maybe_finish_fanout(run, k, now_ms, actions, &w);
+        }
+        advance(run, now_ms, actions, &w);
+    }
+    free(w.v);
+    *out = run;
+    return 0;
 }
 
 int64_t engine_next_wakeup(const struct engine_run *run)

@@ -183,6 +183,33 @@ int engine_run_new(struct engine_run **out, const struct dsl_dag *dag, const cha
                    const char *logical_time, const char *dag_dir, const cJSON *params);
 void engine_run_free(struct engine_run *run);
 
+/* One persisted step instance, as the store returns it after a restart. */
+struct engine_row {
+    const char *step;
+    int map_index;
+    enum engine_state state;
+    int attempt;
+    int64_t queued_at_ms, started_at_ms, ended_at_ms, next_try_at_ms; /* 0 when unset */
+    int exit_code;
+    const char *reason;   /* or NULL */
+    const cJSON *outputs; /* or NULL (borrowed; copied) */
+    const cJSON *item;    /* fan-out item, or NULL (borrowed; copied) */
+};
+
+/*
+ * Rebuilds a run from its persisted rows (a scheduler restarted, or a new leader
+ * took over): like engine_run_new(), then every row's state, then the run state.
+ * A running or cancelling run is then advanced at now_ms exactly as after an
+ * event, so that steps left undecided by a crash between two writes are decided
+ * now; what follows is appended to out (usually nothing, or the dispatches a
+ * crash interrupted). Rows naming unknown steps are an error (SL_EINVAL): the
+ * run's pinned version must be the model given.
+ */
+int engine_run_restore(struct engine_run **out, const struct dsl_dag *dag, const char *run_id,
+                       const char *logical_time, const char *dag_dir, const cJSON *params,
+                       enum engine_run_state state, const struct engine_row *rows, size_t n_rows,
+                       int64_t now_ms, struct engine_actions *actions);
+
 /*
  * Checks a run's parameters against the DAG: unknown names, wrong types,
  * values outside enums, required parameters missing. Returns 0, or SL_EINVAL

@@ -420,6 +420,23 @@ int queue_dispatch(struct queue_id *out_id, struct queue *q, const char *queue_n
     return result;
 }
 
+/* Runs an XADD; stores the new entry's id in *out_id (may be NULL). */
+static int run_xadd(struct queue_id *out_id, struct queue *q, struct queue_cmd *cmd,
+                    const char *what)
+{
+    redisReply *r = NULL;
+    int result = queue_run(&r, q, cmd, 0);
+    if (result < 0)
+        return result;
+    struct queue_id id;
+    if (!copy_id(&id, r))
+        return queue_reply_fail(q, r, what);
+    if (out_id)
+        *out_id = id;
+    freeReplyObject(r);
+    return 0;
+}
+
 /* Runs cmd, whose reply must be an integer; stores it in *out (may be NULL). */
 static int run_integer(int64_t *out, struct queue *q, struct queue_cmd *cmd, const char *what)
 {
@@ -688,18 +705,7 @@ int queue_publish_event(struct queue_id *out_id, struct queue *q, const struct q
     queue_cmd_add(&cmd, "*");
     queue_cmd_add(&cmd, "m");
     queue_cmd_addb(&cmd, payload.buf, payload.len);
-    redisReply *r = NULL;
-    result = queue_run(&r, q, &cmd, 0);
-    if (result == 0) {
-        struct queue_id id;
-        if (copy_id(&id, r)) {
-            if (out_id)
-                *out_id = id;
-            freeReplyObject(r);
-        } else {
-            result = queue_reply_fail(q, r, "XADD event");
-        }
-    }
+    result = run_xadd(out_id, q, &cmd, "XADD event");
     queue_cmd_release(&cmd);
     strbuf_release(&payload);
     return result;
@@ -801,18 +807,7 @@ int queue_publish_cancel(struct queue_id *out_id, struct queue *q, const struct 
     queue_cmd_add(&cmd, "*");
     queue_cmd_add(&cmd, "m");
     queue_cmd_addb(&cmd, payload.buf, payload.len);
-    redisReply *r = NULL;
-    result = queue_run(&r, q, &cmd, 0);
-    if (result == 0) {
-        struct queue_id id;
-        if (copy_id(&id, r)) {
-            if (out_id)
-                *out_id = id;
-            freeReplyObject(r);
-        } else {
-            result = queue_reply_fail(q, r, "XADD cancel");
-        }
-    }
+    result = run_xadd(out_id, q, &cmd, "XADD cancel");
     queue_cmd_release(&cmd);
     strbuf_release(&payload);
     return result;

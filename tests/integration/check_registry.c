@@ -12,24 +12,13 @@
 #include "common/xalloc.h"
 #include "store/store.h"
 #include "tests/harness/harness.h"
+#include "tests/harness/pgtest.h"
 #include "tests/testutil.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-static struct harness_pg pg;
-
-static void pg_setup(void)
-{
-    ck_assert_int_eq(harness_pg_start(&pg), 0);
-}
-
-static void pg_teardown(void)
-{
-    ck_assert_int_eq(harness_pg_stop(&pg), 0);
-}
 
 static char dir[64];
 
@@ -90,7 +79,7 @@ START_TEST(test_registry_follows_the_files)
 {
     struct store *st = NULL;
     struct strbuf err = STRBUF_INIT;
-    ck_assert_msg(store_open(&st, pg.url, NULL, &err) == 0, "%s", err.buf);
+    ck_assert_msg(store_open(&st, pgtest_pg.url, NULL, &err) == 0, "%s", err.buf);
     ck_assert_int_eq(store_migrate(st, NULL, NULL), 0);
     snprintf(dir, sizeof(dir), "/tmp/sluice-registry-XXXXXX");
     ck_assert_ptr_nonnull(mkdtemp(dir));
@@ -206,7 +195,7 @@ Suite *suite_integration_registry(void)
     Suite *s = suite_create("integration_registry");
     TCase *tc = tcase_create("dir");
     tcase_set_timeout(tc, 60);
-    tcase_add_unchecked_fixture(tc, pg_setup, pg_teardown);
+    tcase_add_unchecked_fixture(tc, pgtest_setup, pgtest_teardown);
     tcase_add_test(tc, test_registry_follows_the_files);
     suite_add_tcase(s, tc);
     return s;

@@ -21,6 +21,7 @@
 #include "common/xalloc.h"
 #include "store/store_int.h"
 #include "tests/harness/harness.h"
+#include "tests/harness/pgtest.h"
 #include "tests/testutil.h"
 
 #include <check.h>
@@ -33,18 +34,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-static struct harness_pg pg;
-
-static void pg_setup(void)
-{
-    ck_assert_int_eq(harness_pg_start(&pg), 0);
-}
-
-static void pg_teardown(void)
-{
-    ck_assert_int_eq(harness_pg_stop(&pg), 0);
-}
 
 /* --- helpers ----------------------------------------------------------------------------- */
 
@@ -59,54 +48,6 @@ static void nap_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
-}
-
-/* A connection to the harness database (or to url), for playing the other actors. */
-static void on_notice(void *arg, const char *message)
-{
-    (void)arg;
-    (void)message; /* "database ... does not exist, skipping" and the like */
-}
-
-static PGconn *admin_connect(const char *url)
-{
-    PGconn *c = PQconnectdb(url ? url : pg.url);
-    ck_assert_msg(PQstatus(c) == CONNECTION_OK, "admin connection: %s", PQerrorMessage(c));
-    PQsetNoticeProcessor(c, on_notice, NULL);
-    return c;
-}
-
-/* Runs sql (no parameters, or the given text ones) and returns the first value of the
- * first row, newly allocated ("" if none). */
-static char *admin_query(PGconn *c, const char *sql, int n, const char *const *params)
-{
-    PGresult *res = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
-    ExecStatusType s = PQresultStatus(res);
-    ck_assert_msg(s == PGRES_TUPLES_OK || s == PGRES_COMMAND_OK, "%s: %s", sql, PQerrorMessage(c));
-    char *v = xstrdup(PQntuples(res) > 0 && PQnfields(res) > 0 ? PQgetvalue(res, 0, 0) : "");
-    PQclear(res);
-    return v;
-}
-
-static void admin_exec(PGconn *c, const char *sql)
-{
-    free(admin_query(c, sql, 0, NULL));
-}
-
-/* Creates an empty database called name (dropping any old one) and returns its URL. */
-static char *fresh_db(const char *name)
-{
-    PGconn *c = admin_connect(NULL);
-    char *drop = xasprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", name);
-    char *create = xasprintf("CREATE DATABASE %s", name);
-    admin_exec(c, drop);
-    admin_exec(c, create);
-    free(drop);
-    free(create);
-    PQfinish(c);
-    const char *q = strchr(pg.url + strlen("postgresql:///"), '?');
-    ck_assert_ptr_nonnull(q);
-    return xasprintf("postgresql:///%s%s", name, q);
 }
 
 static struct store *open_with(const char *url, int reconnect_wait_ms, int statement_timeout_ms)
@@ -132,7 +73,7 @@ static struct store *open_store(const char *url)
 /* A migrated store on a fresh database; *out_url (may be NULL) gets its URL. */
 static struct store *migrated(const char *name, char **out_url)
 {
-    char *url = fresh_db(name);
+    char *url = pgtest_fresh_db(name);
     struct store *st = open_store(url);
     int version = 0;
     ck_assert_msg(store_migrate(st, &version, NULL) == 0, "%s", store_errmsg(st));
@@ -143,13 +84,6 @@ static struct store *migrated(const char *name, char **out_url)
         free(url);
     return st;
 }
-
-#define CK_OK(st, call)                                                                            \
-    do {                                                                                           \
-        int rc_ = (call);                                                                          \
-        ck_assert_msg(rc_ == 0, "%s = %d (%s): %s", #call, rc_, sl_strerror(rc_),                  \
-                      store_errmsg(st));                                                           \
-    } while (0)
 
 static const char sha_a[] = "0123456789abcdef0123456789abcdef01234567";
 static const char sha_b[] = "89abcdef0123456789abcdef0123456789abcdef";
@@ -162,7 +96,7 @@ static int64_t put(struct store *st, const char *dag, const char *file, int vari
     struct store_dag_put in = {dag, file, model, "name: x\n", sha_a};
     int64_t id = 0;
     bool ch = false;
-    CK_OK(st, store_dag_put_version(st, &id, &ch, &in));
+    CK_STORE_OK(st, store_dag_put_version(st, &id, &ch, &in));
     free(model);
     if (changed)
         *changed = ch;
@@ -175,7 +109,7 @@ static void terminate_backend(PGconn *admin, int pid)
     snprintf(p, sizeof(p), "%d", pid);
     const char *params[] = {p};
     /* the timeout form waits until the backend has exited */
-    char *ok = admin_query(admin, "SELECT pg_terminate_backend($1::int, 5000)", 1, params);
+    char *ok = pgtest_admin_query(admin, "SELECT pg_terminate_backend($1::int, 5000)", 1, params);
     ck_assert_str_eq(ok, "t");
     free(ok);
 }
@@ -190,40 +124,41 @@ static struct store_run_new run_new(const char *dag, enum store_trigger trigger)
 
 START_TEST(test_migrate_fresh_and_idempotent)
 {
-    char *url = fresh_db("st_migrate");
+    char *url = pgtest_fresh_db("st_migrate");
     struct store *st = open_store(url);
     int v = -1, applied = -1;
-    CK_OK(st, store_schema_version(st, &v));
+    CK_STORE_OK(st, store_schema_version(st, &v));
     ck_assert_int_eq(v, 0);
     ck_assert_int_eq(store_schema_check(st), SL_ERANGE);
     ck_assert_ptr_nonnull(strstr(store_errmsg(st), "run 'sluice db migrate'"));
 
-    CK_OK(st, store_migrate(st, &v, &applied));
+    CK_STORE_OK(st, store_migrate(st, &v, &applied));
     ck_assert_int_eq(v, store_schema_latest());
     ck_assert_int_eq(applied, store_schema_latest());
-    CK_OK(st, store_migrate(st, &v, &applied));
+    CK_STORE_OK(st, store_migrate(st, &v, &applied));
     ck_assert_int_eq(v, store_schema_latest());
     ck_assert_int_eq(applied, 0);
-    CK_OK(st, store_schema_version(st, &v));
+    CK_STORE_OK(st, store_schema_version(st, &v));
     ck_assert_int_eq(v, store_schema_latest());
-    CK_OK(st, store_schema_check(st));
+    CK_STORE_OK(st, store_schema_check(st));
 
     /* Every table is there, with its name and checksum recorded. */
-    PGconn *c = admin_connect(url);
-    char *n = admin_query(c,
-                          "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND "
-                          "tablename IN ('dags', 'dag_versions', 'import_errors', 'runs', "
-                          "'step_instances', 'attempts', 'events', 'api_tokens', "
-                          "'scheduler_state', 'schema_migrations')",
-                          0, NULL);
+    PGconn *c = pgtest_admin_connect(url);
+    char *n = pgtest_admin_query(c,
+                                 "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND "
+                                 "tablename IN ('dags', 'dag_versions', 'import_errors', 'runs', "
+                                 "'step_instances', 'attempts', 'events', 'api_tokens', "
+                                 "'scheduler_state', 'schema_migrations')",
+                                 0, NULL);
     ck_assert_str_eq(n, "10");
     free(n);
-    n = admin_query(c, "SELECT name || ' ' || left(checksum, 8) FROM schema_migrations", 0, NULL);
+    n = pgtest_admin_query(c, "SELECT name || ' ' || left(checksum, 8) FROM schema_migrations", 0,
+                           NULL);
     ck_assert_str_eq(n, "initial schema fnv1a64:");
     free(n);
     /* The statement timeout is back to the configured one after migrating. */
     PGresult *res = NULL;
-    CK_OK(st, store_exec_sql(st, &res, "SHOW statement_timeout", 0, NULL));
+    CK_STORE_OK(st, store_exec_sql(st, &res, "SHOW statement_timeout", 0, NULL));
     ck_assert_str_eq(PQgetvalue(res, 0, 0), "10s");
     PQclear(res);
     PQfinish(c);
@@ -269,7 +204,7 @@ static void wait_ok(pid_t pid)
 START_TEST(test_migrate_concurrent)
 {
     /* Four processes connected and released at once race to migrate a fresh database. */
-    char *url = fresh_db("st_migrate_race");
+    char *url = pgtest_fresh_db("st_migrate_race");
     int fds[2];
     ck_assert_int_eq(pipe(fds), 0);
     pid_t kids[4];
@@ -281,9 +216,9 @@ START_TEST(test_migrate_concurrent)
         wait_ok(kids[i]);
     close(fds[0]);
     close(fds[1]);
-    PGconn *c = admin_connect(url);
-    char *rows =
-        admin_query(c, "SELECT count(*) || ' ' || max(version) FROM schema_migrations", 0, NULL);
+    PGconn *c = pgtest_admin_connect(url);
+    char *rows = pgtest_admin_query(
+        c, "SELECT count(*) || ' ' || max(version) FROM schema_migrations", 0, NULL);
     char *want = xasprintf("%d %d", store_schema_latest(), store_schema_latest());
     ck_assert_str_eq(rows, want);
     free(rows);
@@ -293,33 +228,33 @@ START_TEST(test_migrate_concurrent)
 
     /* The lock is what serializes them: while another session holds it, a migrator waits
      * on it (visible in pg_locks) and finishes once it is released. */
-    url = fresh_db("st_migrate_lock");
-    c = admin_connect(url);
+    url = pgtest_fresh_db("st_migrate_lock");
+    c = pgtest_admin_connect(url);
     char key[32];
     snprintf(key, sizeof(key), "%lld", (long long)STORE_LOCK_MIGRATE);
     const char *kp[] = {key};
-    free(admin_query(c, "SELECT pg_advisory_lock($1::bigint)", 1, kp));
+    free(pgtest_admin_query(c, "SELECT pg_advisory_lock($1::bigint)", 1, kp));
     pid_t kid = fork_migrator(url, -1);
     char *waiting = NULL;
     for (int i = 0; i < 200; i++) {
         free(waiting);
-        waiting = admin_query(c,
-                              "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-                              "AND NOT granted AND database = (SELECT oid FROM pg_database "
-                              "WHERE datname = current_database())",
-                              0, NULL);
+        waiting = pgtest_admin_query(c,
+                                     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                     "AND NOT granted AND database = (SELECT oid FROM pg_database "
+                                     "WHERE datname = current_database())",
+                                     0, NULL);
         if (!strcmp(waiting, "1"))
             break;
         nap_ms(20);
     }
     ck_assert_str_eq(waiting, "1");
     free(waiting);
-    char *v = admin_query(c, "SELECT to_regclass('dags') IS NULL", 0, NULL);
+    char *v = pgtest_admin_query(c, "SELECT to_regclass('dags') IS NULL", 0, NULL);
     ck_assert_str_eq(v, "t"); /* nothing applied while it waits */
     free(v);
-    free(admin_query(c, "SELECT pg_advisory_unlock($1::bigint)", 1, kp));
+    free(pgtest_admin_query(c, "SELECT pg_advisory_unlock($1::bigint)", 1, kp));
     wait_ok(kid);
-    v = admin_query(c, "SELECT max(version) FROM schema_migrations", 0, NULL);
+    v = pgtest_admin_query(c, "SELECT max(version) FROM schema_migrations", 0, NULL);
     ck_assert_int_eq(atoi(v), store_schema_latest());
     free(v);
     PQfinish(c);
@@ -331,9 +266,9 @@ START_TEST(test_migrate_refuses_newer_and_changed)
 {
     char *url = NULL;
     struct store *st = migrated("st_migrate_newer", &url);
-    PGconn *c = admin_connect(url);
-    admin_exec(c, "INSERT INTO schema_migrations (version, name, checksum) "
-                  "VALUES (99, 'from the future', 'x')");
+    PGconn *c = pgtest_admin_connect(url);
+    pgtest_admin_exec(c, "INSERT INTO schema_migrations (version, name, checksum) "
+                         "VALUES (99, 'from the future', 'x')");
     int v = 0;
     ck_assert_int_eq(store_migrate(st, &v, NULL), SL_ERANGE);
     char *want = xasprintf("database schema is at version 99 but this sluice knows versions up "
@@ -342,7 +277,7 @@ START_TEST(test_migrate_refuses_newer_and_changed)
     ck_assert_str_eq(store_errmsg(st), want);
     ck_assert_int_eq(store_schema_check(st), SL_ERANGE);
     ck_assert_str_eq(store_errmsg(st), want);
-    CK_OK(st, store_schema_version(st, &v));
+    CK_STORE_OK(st, store_schema_version(st, &v));
     ck_assert_int_eq(v, 99);
 
     /* The CLI says the same and exits 1; `db version` reports it. */
@@ -362,8 +297,8 @@ START_TEST(test_migrate_refuses_newer_and_changed)
     free(want);
 
     /* A version applied from a different definition is refused too. */
-    admin_exec(c, "DELETE FROM schema_migrations WHERE version = 99");
-    admin_exec(c, "UPDATE schema_migrations SET checksum = 'fnv1a64:0000000000000000'");
+    pgtest_admin_exec(c, "DELETE FROM schema_migrations WHERE version = 99");
+    pgtest_admin_exec(c, "UPDATE schema_migrations SET checksum = 'fnv1a64:0000000000000000'");
     ck_assert_int_eq(store_migrate(st, &v, NULL), SL_ECONFLICT);
     ck_assert_ptr_nonnull(strstr(store_errmsg(st), "was applied from a different definition"));
     PQfinish(c);
@@ -374,7 +309,7 @@ END_TEST
 
 START_TEST(test_cli_db)
 {
-    char *url = fresh_db("st_cli");
+    char *url = pgtest_fresh_db("st_cli");
     char *out = NULL, *err = NULL;
     char *version[] = {(char *)test_sluice_bin(), "db", "version", "--database-url", url, NULL};
     ck_assert_int_eq(test_run(version, &out, &err), 0);
@@ -451,7 +386,7 @@ START_TEST(test_registry_versions)
         "{ \"steps\" : [ {\"v\":1, \"name\":\"s\"} ],\n\"name\":\"iris\" }",
         "# a comment\nname: iris\n", sha_b};
     int64_t id = 0;
-    CK_OK(st, store_dag_put_version(st, &id, &changed, &same));
+    CK_STORE_OK(st, store_dag_put_version(st, &id, &changed, &same));
     ck_assert(!changed);
     ck_assert_int_eq(id, v1);
 
@@ -463,7 +398,7 @@ START_TEST(test_registry_versions)
     ck_assert(changed);
 
     struct store_dag d;
-    CK_OK(st, store_dag_get(st, &d, "iris", &mem));
+    CK_STORE_OK(st, store_dag_get(st, &d, "iris", &mem));
     ck_assert_str_eq(d.dag_id, "iris");
     ck_assert_int_eq(d.current_version_id, v1);
     ck_assert(d.is_active && !d.is_paused);
@@ -474,7 +409,7 @@ START_TEST(test_registry_versions)
     ck_assert_int_le(llabs(d.created_at_ms / 1000 - now_s), 60);
 
     struct store_dag_version ver;
-    CK_OK(st, store_dag_version_get(st, &ver, v2, &mem));
+    CK_STORE_OK(st, store_dag_version_get(st, &ver, v2, &mem));
     ck_assert_str_eq(ver.dag_id, "iris");
     ck_assert_str_eq(ver.model_json,
                      "{\"name\": \"iris\", \"steps\": [{\"v\": 2, \"name\": \"s\"}]}");
@@ -500,7 +435,7 @@ START_TEST(test_registry_versions)
     struct store_dag *list;
     size_t n;
     put(st, "etl", "dags/etl.yaml", 1, NULL);
-    CK_OK(st, store_dag_list(st, &list, &n, &mem));
+    CK_STORE_OK(st, store_dag_list(st, &list, &n, &mem));
     ck_assert_uint_eq(n, 2);
     ck_assert_str_eq(list[0].dag_id, "etl");
     ck_assert_str_eq(list[1].dag_id, "iris");
@@ -520,11 +455,11 @@ START_TEST(test_registry_import_errors)
         {3, 7, "unknown key \"scheduel\""},
         {0, 0, "a message with a\nnewline, a tab\t, a quote \" and \\ and \xe2\x98\x83"},
     };
-    CK_OK(st, store_import_error_set(st, "dags/iris.yaml", sha_b, items, 2));
-    CK_OK(st, store_import_error_set(st, "dags/other.yaml", NULL, items, 1));
+    CK_STORE_OK(st, store_import_error_set(st, "dags/iris.yaml", sha_b, items, 2));
+    CK_STORE_OK(st, store_import_error_set(st, "dags/other.yaml", NULL, items, 1));
     struct store_import_error *errs;
     size_t n;
-    CK_OK(st, store_import_errors_list(st, &errs, &n, &mem));
+    CK_STORE_OK(st, store_import_errors_list(st, &errs, &n, &mem));
     ck_assert_uint_eq(n, 2);
     ck_assert_str_eq(errs[0].file_path, "dags/iris.yaml");
     ck_assert_str_eq(errs[0].commit_sha, sha_b);
@@ -542,19 +477,19 @@ START_TEST(test_registry_import_errors)
 
     /* The last good version stays current; a new error list keeps first_seen. */
     struct store_dag d;
-    CK_OK(st, store_dag_get(st, &d, "iris", &mem));
+    CK_STORE_OK(st, store_dag_get(st, &d, "iris", &mem));
     ck_assert_int_eq(d.current_version_id, v1);
     ck_assert(d.is_active);
     nap_ms(20);
-    CK_OK(st, store_import_error_set(st, "dags/iris.yaml", sha_a, items, 1));
-    CK_OK(st, store_import_errors_list(st, &errs, &n, &mem));
+    CK_STORE_OK(st, store_import_error_set(st, "dags/iris.yaml", sha_a, items, 1));
+    CK_STORE_OK(st, store_import_errors_list(st, &errs, &n, &mem));
     ck_assert_int_eq(errs[0].first_seen_ms, first_seen);
     ck_assert_int_gt(errs[0].last_seen_ms, first_seen);
     ck_assert_str_eq(errs[0].commit_sha, sha_a);
 
-    CK_OK(st, store_import_error_clear(st, "dags/iris.yaml"));
-    CK_OK(st, store_import_error_clear(st, "dags/iris.yaml")); /* twice is fine */
-    CK_OK(st, store_import_errors_list(st, &errs, &n, &mem));
+    CK_STORE_OK(st, store_import_error_clear(st, "dags/iris.yaml"));
+    CK_STORE_OK(st, store_import_error_clear(st, "dags/iris.yaml")); /* twice is fine */
+    CK_STORE_OK(st, store_import_errors_list(st, &errs, &n, &mem));
     ck_assert_uint_eq(n, 1);
     ck_assert_str_eq(errs[0].file_path, "dags/other.yaml");
     arena_release(&mem);
@@ -570,51 +505,51 @@ START_TEST(test_registry_deactivate_and_pause)
     put(st, "b", "dags/b.yaml", 1, NULL);
     put(st, "c", "dags/c.yaml", 1, NULL);
     struct store_import_error_item item = {1, 1, "broken"};
-    CK_OK(st, store_import_error_set(st, "dags/broken.yaml", NULL, &item, 1));
-    CK_OK(st, store_import_error_set(st, "dags/gone.yaml", NULL, &item, 1));
+    CK_STORE_OK(st, store_import_error_set(st, "dags/broken.yaml", NULL, &item, 1));
+    CK_STORE_OK(st, store_import_error_set(st, "dags/gone.yaml", NULL, &item, 1));
 
     const char *present[] = {"dags/a.yaml", "dags/c.yaml", "dags/broken.yaml"};
     size_t n = 99;
-    CK_OK(st, store_dag_deactivate_missing(st, &n, present, 3));
+    CK_STORE_OK(st, store_dag_deactivate_missing(st, &n, present, 3));
     ck_assert_uint_eq(n, 1);
-    CK_OK(st, store_dag_deactivate_missing(st, &n, present, 3));
+    CK_STORE_OK(st, store_dag_deactivate_missing(st, &n, present, 3));
     ck_assert_uint_eq(n, 0);
     struct store_dag *list;
     size_t nd;
-    CK_OK(st, store_dag_list(st, &list, &nd, &mem));
+    CK_STORE_OK(st, store_dag_list(st, &list, &nd, &mem));
     ck_assert_uint_eq(nd, 3); /* never deleted */
     ck_assert(list[0].is_active && !list[1].is_active && list[2].is_active);
     ck_assert_int_ne(list[1].current_version_id, 0);
     struct store_import_error *errs;
     size_t ne;
-    CK_OK(st, store_import_errors_list(st, &errs, &ne, &mem));
+    CK_STORE_OK(st, store_import_errors_list(st, &errs, &ne, &mem));
     ck_assert_uint_eq(ne, 1);
     ck_assert_str_eq(errs[0].file_path, "dags/broken.yaml");
 
     /* A DAG moved to another file: deactivated first, so the new file may take it. */
     const char *moved[] = {"dags/a.yaml", "dags/c2.yaml"};
-    CK_OK(st, store_dag_deactivate_missing(st, &n, moved, 2));
+    CK_STORE_OK(st, store_dag_deactivate_missing(st, &n, moved, 2));
     ck_assert_uint_eq(n, 1);
     bool changed = true;
     put(st, "c", "dags/c2.yaml", 1, &changed);
     ck_assert(!changed); /* same content, same version */
     struct store_dag d;
-    CK_OK(st, store_dag_get(st, &d, "c", &mem));
+    CK_STORE_OK(st, store_dag_get(st, &d, "c", &mem));
     ck_assert(d.is_active);
     ck_assert_str_eq(d.file_path, "dags/c2.yaml");
     /* b comes back when its file does. */
     put(st, "b", "dags/b.yaml", 1, NULL);
-    CK_OK(st, store_dag_get(st, &d, "b", &mem));
+    CK_STORE_OK(st, store_dag_get(st, &d, "b", &mem));
     ck_assert(d.is_active);
     /* An empty repository deactivates everything. */
-    CK_OK(st, store_dag_deactivate_missing(st, &n, NULL, 0));
+    CK_STORE_OK(st, store_dag_deactivate_missing(st, &n, NULL, 0));
     ck_assert_uint_eq(n, 3);
 
-    CK_OK(st, store_dag_set_paused(st, "a", true));
-    CK_OK(st, store_dag_get(st, &d, "a", &mem));
+    CK_STORE_OK(st, store_dag_set_paused(st, "a", true));
+    CK_STORE_OK(st, store_dag_get(st, &d, "a", &mem));
     ck_assert(d.is_paused);
-    CK_OK(st, store_dag_set_paused(st, "a", false));
-    CK_OK(st, store_dag_get(st, &d, "a", &mem));
+    CK_STORE_OK(st, store_dag_set_paused(st, "a", false));
+    CK_STORE_OK(st, store_dag_get(st, &d, "a", &mem));
     ck_assert(!d.is_paused);
     ck_assert_int_eq(store_dag_set_paused(st, "nope", true), SL_ENOENT);
     arena_release(&mem);
@@ -636,7 +571,7 @@ START_TEST(test_run_idempotency)
     struct store_run_new in = run_new("iris", STORE_TRIGGER_MANUAL);
     in.idempotency_key = "req-1";
     in.params_json = "{\"a\": 1, \"b\": [1, 2]}";
-    CK_OK(st, store_run_create(st, &r1, &existed, &in, &mem));
+    CK_STORE_OK(st, store_run_create(st, &r1, &existed, &in, &mem));
     ck_assert(!existed);
     ck_assert_int_eq(r1.state, STORE_RUN_QUEUED);
     ck_assert_int_eq(r1.trigger, STORE_TRIGGER_MANUAL);
@@ -644,7 +579,7 @@ START_TEST(test_run_idempotency)
     ck_assert_str_eq(r1.idempotency_key, "req-1");
     ck_assert(!strncmp(r1.run_id, "manual__", 8));
     in.params_json = "{\"b\":[1,2],\"a\":1.0}"; /* equal as JSON */
-    CK_OK(st, store_run_create(st, &r2, &existed, &in, &mem));
+    CK_STORE_OK(st, store_run_create(st, &r2, &existed, &in, &mem));
     ck_assert(existed);
     ck_assert_int_eq(r2.id, r1.id);
     ck_assert_str_eq(r2.run_id, r1.run_id);
@@ -656,11 +591,11 @@ START_TEST(test_run_idempotency)
     /* A caller-chosen run_id behaves the same way. */
     struct store_run_new named = run_new("iris", STORE_TRIGGER_MANUAL);
     named.run_id = "nightly-fix_1";
-    CK_OK(st, store_run_create(st, &r1, &existed, &named, &mem));
+    CK_STORE_OK(st, store_run_create(st, &r1, &existed, &named, &mem));
     ck_assert(!existed);
     ck_assert_str_eq(r1.run_id, "nightly-fix_1");
     ck_assert_str_eq(r1.params_json, "{}");
-    CK_OK(st, store_run_create(st, &r2, &existed, &named, &mem));
+    CK_STORE_OK(st, store_run_create(st, &r2, &existed, &named, &mem));
     ck_assert(existed);
     ck_assert_int_eq(r2.id, r1.id);
     named.params_json = "{\"x\": true}";
@@ -678,9 +613,9 @@ START_TEST(test_run_idempotency)
 
     /* Generated ids differ per request. */
     struct store_run_new plain = run_new("iris", STORE_TRIGGER_MANUAL);
-    CK_OK(st, store_run_create(st, &r1, &existed, &plain, &mem));
+    CK_STORE_OK(st, store_run_create(st, &r1, &existed, &plain, &mem));
     ck_assert(!existed);
-    CK_OK(st, store_run_create(st, &r2, &existed, &plain, &mem));
+    CK_STORE_OK(st, store_run_create(st, &r2, &existed, &plain, &mem));
     ck_assert(!existed);
     ck_assert_str_ne(r1.run_id, r2.run_id);
 
@@ -714,9 +649,9 @@ START_TEST(test_run_idempotency)
     free(big);
 
     /* Lookups. */
-    CK_OK(st, store_run_get(st, &r2, "iris", "nightly-fix_1", &mem));
+    CK_STORE_OK(st, store_run_get(st, &r2, "iris", "nightly-fix_1", &mem));
     ck_assert_str_eq(r2.run_id, "nightly-fix_1");
-    CK_OK(st, store_run_get_by_pk(st, &r1, r2.id, &mem));
+    CK_STORE_OK(st, store_run_get_by_pk(st, &r1, r2.id, &mem));
     ck_assert_str_eq(r1.run_id, "nightly-fix_1");
     ck_assert_int_eq(store_run_get(st, &r2, "iris", "nope", &mem), SL_ENOENT);
     ck_assert_int_eq(store_run_get_by_pk(st, &r2, 123456789, &mem), SL_ENOENT);
@@ -806,25 +741,25 @@ START_TEST(test_run_scheduled_never_doubles)
     in.logical_time_ms = t;
     struct store_run r1, r2;
     bool existed = true;
-    CK_OK(st, store_run_create(st, &r1, &existed, &in, &mem));
+    CK_STORE_OK(st, store_run_create(st, &r1, &existed, &in, &mem));
     ck_assert(!existed);
     ck_assert_str_eq(r1.run_id, "scheduled__2026-01-01T00:00:00Z");
     ck_assert_int_eq(r1.logical_time_ms, t);
     int64_t last = 0;
-    CK_OK(st, store_dag_last_scheduled(st, &last, "iris"));
+    CK_STORE_OK(st, store_dag_last_scheduled(st, &last, "iris"));
     ck_assert_int_eq(last, t);
 
     /* A scheduler restart: a new session asks again, even with other params. */
     store_close(st);
     st = open_store(url);
     in.params_json = "{\"changed\": 1}";
-    CK_OK(st, store_run_create(st, &r2, &existed, &in, &mem));
+    CK_STORE_OK(st, store_run_create(st, &r2, &existed, &in, &mem));
     ck_assert(existed);
     ck_assert_int_eq(r2.id, r1.id);
     /* A manual run at the same logical time is a different run. */
     struct store_run_new manual = run_new("iris", STORE_TRIGGER_MANUAL);
     manual.logical_time_ms = t;
-    CK_OK(st, store_run_create(st, &r2, &existed, &manual, &mem));
+    CK_STORE_OK(st, store_run_create(st, &r2, &existed, &manual, &mem));
     ck_assert(!existed);
     ck_assert_int_ne(r2.id, r1.id);
     ck_assert_int_eq(r2.logical_time_ms, t);
@@ -832,14 +767,14 @@ START_TEST(test_run_scheduled_never_doubles)
     /* Milliseconds show in a generated id; the newest scheduled time is the max. */
     in.logical_time_ms = t + 3600 * 1000 + 250;
     in.params_json = NULL;
-    CK_OK(st, store_run_create(st, &r2, &existed, &in, &mem));
+    CK_STORE_OK(st, store_run_create(st, &r2, &existed, &in, &mem));
     ck_assert_str_eq(r2.run_id, "scheduled__2026-01-01T01:00:00.250Z");
-    CK_OK(st, store_dag_last_scheduled(st, &last, "iris"));
+    CK_STORE_OK(st, store_dag_last_scheduled(st, &last, "iris"));
     ck_assert_int_eq(last, t + 3600 * 1000 + 250);
     struct store_dag d;
-    CK_OK(st, store_dag_get(st, &d, "iris", &mem));
+    CK_STORE_OK(st, store_dag_get(st, &d, "iris", &mem));
     ck_assert_int_eq(d.last_scheduled_ms, last);
-    CK_OK(st, store_dag_last_scheduled(st, &last, "nope"));
+    CK_STORE_OK(st, store_dag_last_scheduled(st, &last, "nope"));
     ck_assert_int_eq(last, STORE_NO_TIME);
 
     /* Four schedulers racing for the same tick, and four API replicas for the same key. */
@@ -871,8 +806,8 @@ START_TEST(test_run_params_round_trip)
     in.conf_json = "[\"any\", 1, {\"json\": null}]";
     struct store_run r, g;
     bool existed;
-    CK_OK(st, store_run_create(st, &r, &existed, &in, &mem));
-    CK_OK(st, store_run_get(st, &g, "iris", r.run_id, &mem));
+    CK_STORE_OK(st, store_run_create(st, &r, &existed, &in, &mem));
+    CK_STORE_OK(st, store_run_get(st, &g, "iris", r.run_id, &mem));
 
     /* Equal as JSON, and integers beyond 2^53 exact (jsonb numbers are numeric). */
     cJSON *want = cJSON_Parse(params), *got = cJSON_Parse(g.params_json);
@@ -904,21 +839,21 @@ START_TEST(test_runs_active)
     int64_t pks[3];
     for (int i = 0; i < 3; i++) {
         struct store_run_new in = run_new("a", STORE_TRIGGER_MANUAL);
-        CK_OK(st, store_run_create(st, &r, &existed, &in, &mem));
+        CK_STORE_OK(st, store_run_create(st, &r, &existed, &in, &mem));
         pks[i] = r.id;
     }
     struct store_run_new in = run_new("b", STORE_TRIGGER_MANUAL);
-    CK_OK(st, store_run_create(st, &r, &existed, &in, &mem));
+    CK_STORE_OK(st, store_run_create(st, &r, &existed, &in, &mem));
 
     /* The engine's transitions, played by the admin connection. */
-    PGconn *c = admin_connect(url);
+    PGconn *c = pgtest_admin_connect(url);
     char p0[32], p1[32];
     snprintf(p0, sizeof(p0), "%lld", (long long)pks[0]);
     snprintf(p1, sizeof(p1), "%lld", (long long)pks[1]);
     const char *one[] = {p0}, *two[] = {p1};
-    free(admin_query(c, "UPDATE runs SET state = 'succeeded', ended_at = now() WHERE id = $1", 1,
-                     one));
-    free(admin_query(c, "UPDATE runs SET state = 'cancelling' WHERE id = $1", 1, two));
+    free(pgtest_admin_query(
+        c, "UPDATE runs SET state = 'succeeded', ended_at = now() WHERE id = $1", 1, one));
+    free(pgtest_admin_query(c, "UPDATE runs SET state = 'cancelling' WHERE id = $1", 1, two));
     /* The CHECK constraints guard the engine's invariants. */
     PGresult *bad = PQexec(c, "UPDATE runs SET state = 'failed' WHERE dag_id = 'b'");
     ck_assert_str_eq(PQresultErrorField(bad, PG_DIAG_SQLSTATE), "23514"); /* no ended_at */
@@ -930,24 +865,24 @@ START_TEST(test_runs_active)
 
     struct store_run *active;
     size_t n;
-    CK_OK(st, store_runs_active(st, &active, &n, "a", &mem));
+    CK_STORE_OK(st, store_runs_active(st, &active, &n, "a", &mem));
     ck_assert_uint_eq(n, 2);
     ck_assert_int_eq(active[0].id, pks[1]);
     ck_assert_int_eq(active[0].state, STORE_RUN_CANCELLING);
     ck_assert_int_eq(active[1].id, pks[2]);
     int64_t count = 0;
-    CK_OK(st, store_runs_active_count(st, &count, "a"));
+    CK_STORE_OK(st, store_runs_active_count(st, &count, "a"));
     ck_assert_int_eq(count, 2);
-    CK_OK(st, store_runs_active_count(st, &count, "nope"));
+    CK_STORE_OK(st, store_runs_active_count(st, &count, "nope"));
     ck_assert_int_eq(count, 0);
     struct store_dag_count *counts;
-    CK_OK(st, store_runs_active_counts(st, &counts, &n, &mem));
+    CK_STORE_OK(st, store_runs_active_counts(st, &counts, &n, &mem));
     ck_assert_uint_eq(n, 2);
     ck_assert_str_eq(counts[0].dag_id, "a");
     ck_assert_int_eq(counts[0].n, 2);
     ck_assert_str_eq(counts[1].dag_id, "b");
     ck_assert_int_eq(counts[1].n, 1);
-    CK_OK(st, store_run_get_by_pk(st, &r, pks[0], &mem));
+    CK_STORE_OK(st, store_run_get_by_pk(st, &r, pks[0], &mem));
     ck_assert_int_eq(r.state, STORE_RUN_SUCCEEDED);
     ck_assert_int_ne(r.ended_at_ms, STORE_NO_TIME);
     arena_release(&mem);
@@ -983,8 +918,8 @@ START_TEST(test_schema_constraints)
     in.run_id = "r1";
     struct store_run r;
     bool existed;
-    CK_OK(st, store_run_create(st, &r, &existed, &in, &mem));
-    PGconn *c = admin_connect(url);
+    CK_STORE_OK(st, store_run_create(st, &r, &existed, &in, &mem));
+    PGconn *c = pgtest_admin_connect(url);
     const char *pk = "(SELECT id FROM runs WHERE run_id = 'r1')";
     char *sql;
 
@@ -1103,7 +1038,7 @@ START_TEST(test_reconnect_after_terminate)
     struct store *st = migrated("st_reconnect", NULL);
     struct arena mem = ARENA_INIT;
     put(st, "a", "dags/a.yaml", 1, NULL);
-    PGconn *admin = admin_connect(NULL);
+    PGconn *admin = pgtest_admin_connect(NULL);
 
     /* Between calls: the next call reconnects, prepares again and succeeds. */
     int pid = store_backend_pid(st);
@@ -1111,13 +1046,13 @@ START_TEST(test_reconnect_after_terminate)
     ck_assert_int_gt(pid, 0);
     terminate_backend(admin, pid);
     struct store_dag d;
-    CK_OK(st, store_dag_get(st, &d, "a", &mem));
+    CK_STORE_OK(st, store_dag_get(st, &d, "a", &mem));
     ck_assert_str_eq(d.dag_id, "a");
     ck_assert_int_ne(store_backend_pid(st), pid);
     ck_assert_uint_eq(store_generation(st), gen + 1);
     /* Session settings come back with the new connection. */
     PGresult *res = NULL;
-    CK_OK(st, store_exec_sql(st, &res, "SHOW statement_timeout", 0, NULL));
+    CK_STORE_OK(st, store_exec_sql(st, &res, "SHOW statement_timeout", 0, NULL));
     ck_assert_str_eq(PQgetvalue(res, 0, 0), "10s");
     PQclear(res);
 
@@ -1132,39 +1067,39 @@ START_TEST(test_reconnect_after_terminate)
     in.idempotency_key = "after-kill";
     struct store_run r;
     bool existed = true;
-    CK_OK(st, store_run_create(st, &r, &existed, &in, &mem));
+    CK_STORE_OK(st, store_run_create(st, &r, &existed, &in, &mem));
     ck_assert(!existed);
     ck_assert_uint_eq(store_generation(st), gen + 3);
 
     /* Inside a transaction the loss is reported, never hidden. */
-    CK_OK(st, store_begin(st));
-    CK_OK(st, store_dag_set_paused(st, "a", true));
+    CK_STORE_OK(st, store_begin(st));
+    CK_STORE_OK(st, store_dag_set_paused(st, "a", true));
     terminate_backend(admin, store_backend_pid(st));
     ck_assert_int_eq(store_dag_set_paused(st, "a", false), SL_ECONN);
     ck_assert_ptr_nonnull(strstr(store_errmsg(st), "rolled back"));
     ck_assert_int_eq(store_dag_get(st, &d, "a", &mem), SL_ECONN); /* still, until rollback */
     ck_assert_int_eq(store_begin(st), SL_EINVAL);
-    CK_OK(st, store_rollback(st));
-    CK_OK(st, store_dag_get(st, &d, "a", &mem));
+    CK_STORE_OK(st, store_rollback(st));
+    CK_STORE_OK(st, store_dag_get(st, &d, "a", &mem));
     ck_assert(!d.is_paused);
     /* Commit after a loss the store already saw: definitely rolled back. */
-    CK_OK(st, store_begin(st));
+    CK_STORE_OK(st, store_begin(st));
     terminate_backend(admin, store_backend_pid(st));
     ck_assert_int_eq(store_dag_set_paused(st, "a", true), SL_ECONN);
     ck_assert_int_eq(store_commit(st), SL_ECONN);
-    CK_OK(st, store_dag_get(st, &d, "a", &mem));
+    CK_STORE_OK(st, store_dag_get(st, &d, "a", &mem));
     ck_assert(!d.is_paused);
 
     /* An error inside a transaction aborts it: commit rolls back and says so. */
-    CK_OK(st, store_begin(st));
-    CK_OK(st, store_dag_set_paused(st, "a", true));
+    CK_STORE_OK(st, store_begin(st));
+    CK_STORE_OK(st, store_dag_set_paused(st, "a", true));
     struct store_dag_put bad = {"Bad", "dags/bad.yaml", "{}", "", NULL};
     int64_t id;
     ck_assert_int_eq(store_dag_put_version(st, &id, &changed, &bad), SL_EINVAL);
     ck_assert_int_eq(store_dag_set_paused(st, "a", true), SL_EINVAL);
     ck_assert_int_eq(store_commit(st), SL_EINVAL);
     ck_assert_ptr_nonnull(strstr(store_errmsg(st), "rolled back"));
-    CK_OK(st, store_dag_get(st, &d, "a", &mem));
+    CK_STORE_OK(st, store_dag_get(st, &d, "a", &mem));
     ck_assert(!d.is_paused);
     ck_assert_int_eq(store_commit(st), SL_EINVAL);   /* none open */
     ck_assert_int_eq(store_rollback(st), SL_EINVAL); /* none open */
@@ -1182,20 +1117,20 @@ START_TEST(test_prepared_statements_vanish)
     struct store_dag *list;
     struct store_dag d;
     size_t n;
-    CK_OK(st, store_dag_list(st, &list, &n, &mem));
-    CK_OK(st, store_dag_get(st, &d, "a", &mem));
+    CK_STORE_OK(st, store_dag_list(st, &list, &n, &mem));
+    CK_STORE_OK(st, store_dag_get(st, &d, "a", &mem));
     /* Someone (a pooler, an operator) drops one of the session's prepared statements: the
      * store prepares it again, and the others it still finds in place. */
     PGresult *res = NULL;
-    CK_OK(st, store_exec_sql(st, &res, "DEALLOCATE sluice_dag_list", 0, NULL));
+    CK_STORE_OK(st, store_exec_sql(st, &res, "DEALLOCATE sluice_dag_list", 0, NULL));
     PQclear(res);
-    CK_OK(st, store_dag_list(st, &list, &n, &mem));
+    CK_STORE_OK(st, store_dag_list(st, &list, &n, &mem));
     ck_assert_uint_eq(n, 1);
-    CK_OK(st, store_dag_get(st, &d, "a", &mem));
-    CK_OK(st, store_exec_sql(st, &res, "DEALLOCATE ALL", 0, NULL));
+    CK_STORE_OK(st, store_dag_get(st, &d, "a", &mem));
+    CK_STORE_OK(st, store_exec_sql(st, &res, "DEALLOCATE ALL", 0, NULL));
     PQclear(res);
-    CK_OK(st, store_dag_get(st, &d, "a", &mem));
-    CK_OK(st, store_dag_list(st, &list, &n, &mem));
+    CK_STORE_OK(st, store_dag_get(st, &d, "a", &mem));
+    CK_STORE_OK(st, store_dag_list(st, &list, &n, &mem));
     arena_release(&mem);
     store_close(st);
 }
@@ -1206,24 +1141,24 @@ START_TEST(test_unknown_commit)
     struct store *st = migrated("st_unknown_commit", NULL);
     struct arena mem = ARENA_INIT;
     put(st, "a", "dags/a.yaml", 1, NULL);
-    PGconn *admin = admin_connect(NULL);
+    PGconn *admin = pgtest_admin_connect(NULL);
 
     /* The backend dies between the last statement and COMMIT: the store cannot know
      * whether COMMIT was executed, so it says so. */
-    CK_OK(st, store_begin(st));
-    CK_OK(st, store_dag_set_paused(st, "a", true));
+    CK_STORE_OK(st, store_begin(st));
+    CK_STORE_OK(st, store_dag_set_paused(st, "a", true));
     terminate_backend(admin, store_backend_pid(st));
     ck_assert_int_eq(store_commit(st), STORE_EUNKNOWN);
     ck_assert_ptr_nonnull(strstr(store_errmsg(st), "may or may not have committed"));
     /* The caller re-reads: the next call reconnects; here the answer is "not committed". */
     struct store_dag d;
-    CK_OK(st, store_dag_get(st, &d, "a", &mem));
+    CK_STORE_OK(st, store_dag_get(st, &d, "a", &mem));
     ck_assert(!d.is_paused);
     /* A transaction that did commit reads back as such. */
-    CK_OK(st, store_begin(st));
-    CK_OK(st, store_dag_set_paused(st, "a", true));
-    CK_OK(st, store_commit(st));
-    CK_OK(st, store_dag_get(st, &d, "a", &mem));
+    CK_STORE_OK(st, store_begin(st));
+    CK_STORE_OK(st, store_dag_set_paused(st, "a", true));
+    CK_STORE_OK(st, store_commit(st));
+    CK_STORE_OK(st, store_dag_get(st, &d, "a", &mem));
     ck_assert(d.is_paused);
     PQfinish(admin);
     arena_release(&mem);
@@ -1238,17 +1173,17 @@ START_TEST(test_reconnect_backoff)
     store_close(st);
     st = open_with(url, 10000, 10000);
     struct arena mem = ARENA_INIT;
-    PGconn *admin = admin_connect(NULL);
+    PGconn *admin = pgtest_admin_connect(NULL);
 
     /* The database refuses connections for 600 ms: the store keeps trying, then gets in. */
-    admin_exec(admin, "ALTER DATABASE st_backoff ALLOW_CONNECTIONS false");
+    pgtest_admin_exec(admin, "ALTER DATABASE st_backoff ALLOW_CONNECTIONS false");
     terminate_backend(admin, store_backend_pid(st));
     fflush(NULL);
     pid_t kid = fork();
     ck_assert_int_ge(kid, 0);
     if (kid == 0) {
         nap_ms(600);
-        PGconn *c = PQconnectdb(pg.url);
+        PGconn *c = PQconnectdb(pgtest_pg.url);
         PGresult *res = PQexec(c, "ALTER DATABASE st_backoff ALLOW_CONNECTIONS true");
         int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
         PQclear(res);
@@ -1258,7 +1193,7 @@ START_TEST(test_reconnect_backoff)
     int64_t t0 = mono_ms();
     struct store_dag *list;
     size_t n;
-    CK_OK(st, store_dag_list(st, &list, &n, &mem));
+    CK_STORE_OK(st, store_dag_list(st, &list, &n, &mem));
     int64_t waited = mono_ms() - t0;
     wait_ok(kid);
     ck_assert_msg(waited >= 500 && waited < 5000, "waited %lld ms", (long long)waited);
@@ -1267,7 +1202,7 @@ START_TEST(test_reconnect_backoff)
 
     /* With a budget of 400 ms, a database that stays closed is given up on in time. */
     st = open_with(url, 400, 10000);
-    admin_exec(admin, "ALTER DATABASE st_backoff ALLOW_CONNECTIONS false");
+    pgtest_admin_exec(admin, "ALTER DATABASE st_backoff ALLOW_CONNECTIONS false");
     terminate_backend(admin, store_backend_pid(st));
     t0 = mono_ms();
     ck_assert_int_eq(store_dag_list(st, &list, &n, &mem), SL_ECONN);
@@ -1275,8 +1210,8 @@ START_TEST(test_reconnect_backoff)
     ck_assert_msg(waited >= 350 && waited < 3000, "gave up after %lld ms", (long long)waited);
     ck_assert_ptr_nonnull(strstr(store_errmsg(st), "cannot connect to the database"));
     ck_assert_ptr_nonnull(strstr(store_errmsg(st), "not currently accepting connections"));
-    admin_exec(admin, "ALTER DATABASE st_backoff ALLOW_CONNECTIONS true");
-    CK_OK(st, store_dag_list(st, &list, &n, &mem)); /* and recovers on the next call */
+    pgtest_admin_exec(admin, "ALTER DATABASE st_backoff ALLOW_CONNECTIONS true");
+    CK_STORE_OK(st, store_dag_list(st, &list, &n, &mem)); /* and recovers on the next call */
     PQfinish(admin);
     arena_release(&mem);
     store_close(st);
@@ -1291,7 +1226,7 @@ START_TEST(test_server_gone)
     ck_assert_int_eq(harness_pg_start(&mine), 0);
     struct store *st = open_with(mine.url, 300, 10000);
     int v;
-    CK_OK(st, store_migrate(st, &v, NULL));
+    CK_STORE_OK(st, store_migrate(st, &v, NULL));
     ck_assert_int_eq(harness_pg_stop(&mine), 0);
     struct arena mem = ARENA_INIT;
     struct store_dag *list;
@@ -1313,12 +1248,12 @@ START_TEST(test_session_bind)
 {
     struct store *st = migrated("st_bind", NULL);
     struct arena mem = ARENA_INIT;
-    PGconn *admin = admin_connect(NULL);
+    PGconn *admin = pgtest_admin_connect(NULL);
     store_session_bind(st);
     uint64_t gen = store_generation(st);
     struct store_dag *list;
     size_t n;
-    CK_OK(st, store_dag_list(st, &list, &n, &mem));
+    CK_STORE_OK(st, store_dag_list(st, &list, &n, &mem));
     ck_assert(!store_session_lost(st));
     terminate_backend(admin, store_backend_pid(st));
     /* A bound session is not replaced behind the caller's back. */
@@ -1328,7 +1263,7 @@ START_TEST(test_session_bind)
     ck_assert_ptr_nonnull(strstr(store_errmsg(st), "advisory locks are gone"));
     ck_assert_uint_eq(store_generation(st), gen);
     store_session_unbind(st);
-    CK_OK(st, store_dag_list(st, &list, &n, &mem));
+    CK_STORE_OK(st, store_dag_list(st, &list, &n, &mem));
     ck_assert_uint_eq(store_generation(st), gen + 1);
     PQfinish(admin);
     arena_release(&mem);
@@ -1343,16 +1278,16 @@ START_TEST(test_statement_timeout)
     put(st, "a", "dags/a.yaml", 1, NULL);
     store_close(st);
     st = open_with(url, 5000, 300);
-    PGconn *holder = admin_connect(url);
-    admin_exec(holder, "BEGIN");
-    admin_exec(holder, "SELECT * FROM dags WHERE dag_id = 'a' FOR UPDATE");
+    PGconn *holder = pgtest_admin_connect(url);
+    pgtest_admin_exec(holder, "BEGIN");
+    pgtest_admin_exec(holder, "SELECT * FROM dags WHERE dag_id = 'a' FOR UPDATE");
     int64_t t0 = mono_ms();
     ck_assert_int_eq(store_dag_set_paused(st, "a", true), SL_ETIMEDOUT);
     int64_t waited = mono_ms() - t0;
     ck_assert_msg(waited >= 250 && waited < 3000, "timed out after %lld ms", (long long)waited);
     ck_assert_ptr_nonnull(strstr(store_errmsg(st), "statement timeout"));
-    admin_exec(holder, "ROLLBACK");
-    CK_OK(st, store_dag_set_paused(st, "a", true));
+    pgtest_admin_exec(holder, "ROLLBACK");
+    CK_STORE_OK(st, store_dag_set_paused(st, "a", true));
     PQfinish(holder);
     store_close(st);
     free(url);
@@ -1377,7 +1312,7 @@ START_TEST(test_secrets_stay_secret)
     ck_assert_ptr_null(strstr(err.buf, "Secret"));
     strbuf_reset(&err);
     /* A working URL with a password (trust authentication ignores it). */
-    char *url = xasprintf("%s&password=TopSecret99", pg.url);
+    char *url = xasprintf("%s&password=TopSecret99", pgtest_pg.url);
     ck_assert_int_eq(store_open(&st, url, &o, &err), 0);
     ck_assert_ptr_null(strstr(store_target(st), "TopSecret99"));
     ck_assert_int_eq(store_fail(st, SL_EINVAL, "echo TopSecret99 echo"), SL_EINVAL);
@@ -1410,7 +1345,7 @@ static void check_plan(struct store *st, const struct store_stmt *stmt, int n,
                        const char *const *params, const char *index)
 {
     char *json = NULL;
-    CK_OK(st, store_explain(st, &json, stmt, n, params));
+    CK_STORE_OK(st, store_explain(st, &json, stmt, n, params));
     cJSON *plan = cJSON_Parse(json);
     ck_assert_ptr_nonnull(plan);
     assert_no_seq_scan(plan, stmt->name, json);
@@ -1423,35 +1358,38 @@ START_TEST(test_hot_queries_use_indexes)
 {
     char *url = NULL;
     struct store *st = migrated("st_explain", &url);
-    PGconn *c = admin_connect(url);
+    PGconn *c = pgtest_admin_connect(url);
     int64_t t0 = mono_ms();
     /* 100 DAGs, 100,000 runs (0.1% still running), two step instances per run. The
      * foreign key triggers are skipped for the bulk load (the rows are consistent). */
-    admin_exec(c, "SET session_replication_role = replica");
-    admin_exec(c, "INSERT INTO dags (dag_id, file_path) "
-                  "SELECT 'dag-' || i, 'dags/dag-' || i || '.yaml' FROM generate_series(1, 100) i");
-    admin_exec(c, "INSERT INTO dag_versions (dag_id, content_hash, model, source, file_path) "
-                  "SELECT dag_id, encode(sha256(convert_to(dag_id, 'UTF8')), 'hex'), "
-                  "jsonb_build_object('name', dag_id), '', file_path FROM dags");
-    admin_exec(c, "UPDATE dags d SET current_version_id = v.id FROM dag_versions v "
-                  "WHERE v.dag_id = d.dag_id");
-    admin_exec(c, "INSERT INTO runs (dag_id, run_id, version_id, state, trigger, logical_time, "
-                  "started_at, ended_at) "
-                  "SELECT v.dag_id, 'scheduled__' || g.i, v.id, "
-                  "  CASE WHEN g.i % 1000 = 0 THEN 'running' ELSE 'succeeded' END, 'scheduled', "
-                  "  timestamptz '2015-01-01' + g.i * interval '1 hour', now(), "
-                  "  CASE WHEN g.i % 1000 = 0 THEN NULL ELSE now() END "
-                  "FROM (SELECT i, 'dag-' || (i % 100 + 1) AS dag_id "
-                  "      FROM generate_series(1, 100000) i) g "
-                  "JOIN dag_versions v ON v.dag_id = g.dag_id");
-    admin_exec(c, "INSERT INTO step_instances (run_pk, step, state, attempt, queued_at, "
-                  "started_at, ended_at) "
-                  "SELECT r.id, s.step, "
-                  "  CASE WHEN r.state = 'running' THEN "
-                  "    CASE s.step WHEN 'a' THEN 'running' ELSE 'queued' END "
-                  "  ELSE 'succeeded' END, 1, r.logical_time, r.started_at, r.ended_at "
-                  "FROM runs r CROSS JOIN (VALUES ('a'), ('b')) s(step)");
-    admin_exec(c, "VACUUM ANALYZE");
+    pgtest_admin_exec(c, "SET session_replication_role = replica");
+    pgtest_admin_exec(
+        c, "INSERT INTO dags (dag_id, file_path) "
+           "SELECT 'dag-' || i, 'dags/dag-' || i || '.yaml' FROM generate_series(1, 100) i");
+    pgtest_admin_exec(c,
+                      "INSERT INTO dag_versions (dag_id, content_hash, model, source, file_path) "
+                      "SELECT dag_id, encode(sha256(convert_to(dag_id, 'UTF8')), 'hex'), "
+                      "jsonb_build_object('name', dag_id), '', file_path FROM dags");
+    pgtest_admin_exec(c, "UPDATE dags d SET current_version_id = v.id FROM dag_versions v "
+                         "WHERE v.dag_id = d.dag_id");
+    pgtest_admin_exec(
+        c, "INSERT INTO runs (dag_id, run_id, version_id, state, trigger, logical_time, "
+           "started_at, ended_at) "
+           "SELECT v.dag_id, 'scheduled__' || g.i, v.id, "
+           "  CASE WHEN g.i % 1000 = 0 THEN 'running' ELSE 'succeeded' END, 'scheduled', "
+           "  timestamptz '2015-01-01' + g.i * interval '1 hour', now(), "
+           "  CASE WHEN g.i % 1000 = 0 THEN NULL ELSE now() END "
+           "FROM (SELECT i, 'dag-' || (i % 100 + 1) AS dag_id "
+           "      FROM generate_series(1, 100000) i) g "
+           "JOIN dag_versions v ON v.dag_id = g.dag_id");
+    pgtest_admin_exec(c, "INSERT INTO step_instances (run_pk, step, state, attempt, queued_at, "
+                         "started_at, ended_at) "
+                         "SELECT r.id, s.step, "
+                         "  CASE WHEN r.state = 'running' THEN "
+                         "    CASE s.step WHEN 'a' THEN 'running' ELSE 'queued' END "
+                         "  ELSE 'succeeded' END, 1, r.logical_time, r.started_at, r.ended_at "
+                         "FROM runs r CROSS JOIN (VALUES ('a'), ('b')) s(step)");
+    pgtest_admin_exec(c, "VACUUM ANALYZE");
     int64_t load_ms = mono_ms() - t0;
     PQfinish(c);
 
@@ -1473,30 +1411,30 @@ START_TEST(test_hot_queries_use_indexes)
     struct arena mem = ARENA_INIT;
     struct store_run *active;
     size_t n;
-    CK_OK(st, store_runs_active(st, &active, &n, "dag-1", &mem));
+    CK_STORE_OK(st, store_runs_active(st, &active, &n, "dag-1", &mem));
     ck_assert_uint_eq(n, 100); /* i = 1000, 2000, ... all land on dag-1 */
-    CK_OK(st, store_runs_active(st, &active, &n, "dag-8", &mem));
+    CK_STORE_OK(st, store_runs_active(st, &active, &n, "dag-8", &mem));
     ck_assert_uint_eq(n, 0);
-    CK_OK(st, store_runs_active(st, &active, &n, "dag-1", &mem));
+    CK_STORE_OK(st, store_runs_active(st, &active, &n, "dag-1", &mem));
     struct store_step_instance *si;
-    CK_OK(st,
-          store_steps_of_run(st, &si, &n, active[0].id, STORE_STEP_MASK(STORE_STEP_QUEUED), &mem));
+    CK_STORE_OK(st, store_steps_of_run(st, &si, &n, active[0].id,
+                                       STORE_STEP_MASK(STORE_STEP_QUEUED), &mem));
     ck_assert_uint_eq(n, 1);
     ck_assert_str_eq(si[0].step, "b");
     ck_assert_int_eq(si[0].map_index, -1);
     ck_assert_int_eq(si[0].state, STORE_STEP_QUEUED);
     ck_assert_int_eq(si[0].exit_code, STORE_NO_EXIT_CODE);
-    CK_OK(st, store_steps_of_run(st, &si, &n, active[0].id, 0, &mem));
+    CK_STORE_OK(st, store_steps_of_run(st, &si, &n, active[0].id, 0, &mem));
     ck_assert_uint_eq(n, 2);
-    CK_OK(st, store_steps_queued_before(st, &si, &n, INT64_C(1893456000000), 10, &mem));
+    CK_STORE_OK(st, store_steps_queued_before(st, &si, &n, INT64_C(1893456000000), 10, &mem));
     ck_assert_uint_eq(n, 10);
     ck_assert_int_le(si[0].queued_at_ms, si[9].queued_at_ms);
     struct store_dag_count *counts;
-    CK_OK(st, store_runs_active_counts(st, &counts, &n, &mem));
+    CK_STORE_OK(st, store_runs_active_counts(st, &counts, &n, &mem));
     ck_assert_uint_eq(n, 1);
     ck_assert_int_eq(counts[0].n, 100);
     struct store_dag *dags;
-    CK_OK(st, store_dag_list(st, &dags, &n, &mem));
+    CK_STORE_OK(st, store_dag_list(st, &dags, &n, &mem));
     ck_assert_uint_eq(n, 100);
     ck_assert_int_ne(dags[0].last_scheduled_ms, STORE_NO_TIME);
     fprintf(stderr, "store: loaded 100,000 runs and 200,000 step instances in %lld ms\n",
@@ -1511,7 +1449,7 @@ Suite *suite_integration_store(void)
 {
     Suite *s = suite_create("integration_store");
     TCase *tc = tcase_create("store");
-    tcase_add_unchecked_fixture(tc, pg_setup, pg_teardown);
+    tcase_add_unchecked_fixture(tc, pgtest_setup, pgtest_teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_migrate_fresh_and_idempotent);
     tcase_add_test(tc, test_migrate_concurrent);

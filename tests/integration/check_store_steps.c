@@ -15,6 +15,7 @@
 #include "common/xalloc.h"
 #include "store/store_int.h"
 #include "tests/harness/harness.h"
+#include "tests/harness/pgtest.h"
 #include "tests/testutil.h"
 
 #include <check.h>
@@ -24,19 +25,7 @@
 #include <string.h>
 #include <time.h>
 
-static struct harness_pg pg;
-
-static void pg_setup(void)
-{
-    ck_assert_int_eq(harness_pg_start(&pg), 0);
-}
-
-static void pg_teardown(void)
-{
-    ck_assert_int_eq(harness_pg_stop(&pg), 0);
-}
-
-/* --- helpers (from check_store.c) ---------------------------------------------------------- */
+/* --- helpers ---------------------------------------------------------- */
 
 static double mono_s(void)
 {
@@ -45,70 +34,18 @@ static double mono_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void on_notice(void *arg, const char *message)
-{
-    (void)arg;
-    (void)message;
-}
-
-static PGconn *admin_connect(const char *url)
-{
-    PGconn *c = PQconnectdb(url ? url : pg.url);
-    ck_assert_msg(PQstatus(c) == CONNECTION_OK, "admin connection: %s", PQerrorMessage(c));
-    PQsetNoticeProcessor(c, on_notice, NULL);
-    return c;
-}
-
-/* The first value of the first row of sql, newly allocated ("" if none). */
-static char *admin_query(PGconn *c, const char *sql)
-{
-    PGresult *res = PQexec(c, sql);
-    ExecStatusType s = PQresultStatus(res);
-    ck_assert_msg(s == PGRES_TUPLES_OK || s == PGRES_COMMAND_OK, "%s: %s", sql, PQerrorMessage(c));
-    char *v = xstrdup(PQntuples(res) > 0 && PQnfields(res) > 0 ? PQgetvalue(res, 0, 0) : "");
-    PQclear(res);
-    return v;
-}
-
-static void admin_exec(PGconn *c, const char *sql)
-{
-    free(admin_query(c, sql));
-}
-
 static void assert_query(PGconn *c, const char *sql, const char *want)
 {
-    char *got = admin_query(c, sql);
+    char *got = pgtest_admin_value(c, sql);
     ck_assert_msg(!strcmp(got, want), "%s:\n got: %s\nwant: %s", sql, got, want);
     free(got);
 }
-
-static char *fresh_db(const char *name)
-{
-    PGconn *c = admin_connect(NULL);
-    char *drop = xasprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", name);
-    char *create = xasprintf("CREATE DATABASE %s", name);
-    admin_exec(c, drop);
-    admin_exec(c, create);
-    free(drop);
-    free(create);
-    PQfinish(c);
-    const char *q = strchr(pg.url + strlen("postgresql:///"), '?');
-    ck_assert_ptr_nonnull(q);
-    return xasprintf("postgresql:///%s%s", name, q);
-}
-
-#define CK_OK(st, call)                                                                            \
-    do {                                                                                           \
-        int rc_ = (call);                                                                          \
-        ck_assert_msg(rc_ == 0, "%s = %d (%s): %s", #call, rc_, sl_strerror(rc_),                  \
-                      store_errmsg(st));                                                           \
-    } while (0)
 
 /* A migrated store on a fresh database with one DAG and one run; *out_admin gets an admin
  * connection to that database and *out_run_pk the run. */
 static struct store *with_run(const char *name, PGconn **out_admin, int64_t *out_run_pk)
 {
-    char *url = fresh_db(name);
+    char *url = pgtest_fresh_db(name);
     struct store_options o = STORE_OPTIONS_INIT;
     o.reconnect_wait_ms = 5000;
     struct store *st = NULL;
@@ -116,24 +53,24 @@ static struct store *with_run(const char *name, PGconn **out_admin, int64_t *out
     ck_assert_msg(store_open(&st, url, &o, &err) == 0, "store_open: %s", err.buf);
     strbuf_release(&err);
     int version = 0;
-    CK_OK(st, store_migrate(st, &version, NULL));
+    CK_STORE_OK(st, store_migrate(st, &version, NULL));
     ck_assert_int_eq(version, 2);
     ck_assert_int_eq(store_schema_latest(), 2);
 
     struct store_dag_put put = {"etl", "dags/etl.yaml", "{\"name\": \"etl\"}", "name: etl\n", NULL};
     int64_t version_id = 0;
     bool changed = false;
-    CK_OK(st, store_dag_put_version(st, &version_id, &changed, &put));
+    CK_STORE_OK(st, store_dag_put_version(st, &version_id, &changed, &put));
     struct store_run_new in = {"etl", STORE_TRIGGER_MANUAL, STORE_NO_TIME, "r1", NULL, NULL, NULL,
                                0};
     struct store_run run;
     bool existed = true;
     struct arena mem = ARENA_INIT;
-    CK_OK(st, store_run_create(st, &run, &existed, &in, &mem));
+    CK_STORE_OK(st, store_run_create(st, &run, &existed, &in, &mem));
     ck_assert(!existed);
     *out_run_pk = run.id;
     arena_release(&mem);
-    *out_admin = admin_connect(url);
+    *out_admin = pgtest_admin_connect(url);
     free(url);
     return st;
 }
@@ -167,15 +104,15 @@ static void transition(struct store_step_write *w, enum store_step_state from, i
 
 static void write_tx(struct store *st, int64_t run_pk, const struct store_step_write *w, size_t n)
 {
-    CK_OK(st, store_begin(st));
-    CK_OK(st, store_steps_write(st, run_pk, w, n));
-    CK_OK(st, store_commit(st));
+    CK_STORE_OK(st, store_begin(st));
+    CK_STORE_OK(st, store_steps_write(st, run_pk, w, n));
+    CK_STORE_OK(st, store_commit(st));
 }
 
 /* Everything the writes touch, as text, ids left out: equal dumps mean equal rows. */
 static char *dump(PGconn *c)
 {
-    return admin_query(
+    return pgtest_admin_value(
         c, "SELECT (SELECT coalesce(string_agg(s::text, E'\\n' ORDER BY step, map_index), '')"
            "        FROM step_instances s) || E'\\n--\\n' ||"
            "       (SELECT coalesce(string_agg(a::text, E'\\n' ORDER BY attempt_id), '')"
@@ -239,7 +176,7 @@ START_TEST(test_write_and_read_back)
     struct arena mem = ARENA_INIT;
     struct store_step_instance *v = NULL;
     size_t nv = 0;
-    CK_OK(st, store_steps_of_run(st, &v, &nv, run_pk, 0, &mem));
+    CK_STORE_OK(st, store_steps_of_run(st, &v, &nv, run_pk, 0, &mem));
     ck_assert_uint_eq(nv, 4);
     /* by step, map_index: extract, load 0, load 1, report */
     ck_assert_str_eq(v[0].step, "extract");
@@ -275,10 +212,10 @@ START_TEST(test_write_and_read_back)
     ck_assert_int_eq(v[3].attempt, 0);
 
     /* A state filter sees the same rows. */
-    CK_OK(st, store_steps_of_run(st, &v, &nv, run_pk,
-                                 STORE_STEP_MASK(STORE_STEP_SUCCEEDED) |
-                                     STORE_STEP_MASK(STORE_STEP_FAILED),
-                                 &mem));
+    CK_STORE_OK(st, store_steps_of_run(st, &v, &nv, run_pk,
+                                       STORE_STEP_MASK(STORE_STEP_SUCCEEDED) |
+                                           STORE_STEP_MASK(STORE_STEP_FAILED),
+                                       &mem));
     ck_assert_uint_eq(nv, 2);
 
     /* One attempt per instance that has one, carrying its state, times and outputs. */
@@ -320,19 +257,19 @@ START_TEST(test_write_twice_is_idempotent)
     ck_assert_str_eq(after, before);
     free(after);
     /* without a transaction of the caller's: store_tx_op runs it in one of its own */
-    CK_OK(st, store_steps_write(st, run_pk, w, n));
+    CK_STORE_OK(st, store_steps_write(st, run_pk, w, n));
     /* and twice inside one transaction */
-    CK_OK(st, store_begin(st));
-    CK_OK(st, store_steps_write(st, run_pk, w, n));
-    CK_OK(st, store_steps_write(st, run_pk, w, n));
-    CK_OK(st, store_commit(st));
+    CK_STORE_OK(st, store_begin(st));
+    CK_STORE_OK(st, store_steps_write(st, run_pk, w, n));
+    CK_STORE_OK(st, store_steps_write(st, run_pk, w, n));
+    CK_STORE_OK(st, store_commit(st));
     after = dump(c);
     ck_assert_str_eq(after, before);
     assert_query(c, "SELECT count(*) FROM events", "3");
     free(after);
     free(before);
     /* An empty batch is nothing to do. */
-    CK_OK(st, store_steps_write(st, run_pk, NULL, 0));
+    CK_STORE_OK(st, store_steps_write(st, run_pk, NULL, 0));
     PQfinish(c);
     store_close(st);
 }
@@ -455,13 +392,13 @@ START_TEST(test_constraints_roll_back)
     bad[4] = wr("b", -2, STORE_STEP_PENDING, 0); /* map_index < -1 */
     bad[5] = wr("b", -1, STORE_STEP_RUNNING, 1); /* no attempt_id */
     for (size_t i = 0; i < 6; i++) {
-        CK_OK(st, store_begin(st));
-        CK_OK(st, store_steps_write(st, run_pk, &good, 1));
+        CK_STORE_OK(st, store_begin(st));
+        CK_STORE_OK(st, store_steps_write(st, run_pk, &good, 1));
         ck_assert_int_eq(store_steps_write(st, run_pk, &bad[i], 1), SL_EINVAL);
         ck_assert_ptr_nonnull(strstr(store_errmsg(st), "run "));
         if (i >= 4) {
             /* refused before any statement: the transaction goes on */
-            CK_OK(st, store_rollback(st));
+            CK_STORE_OK(st, store_rollback(st));
         } else {
             /* the server aborted it: statements are refused, commit rolls back */
             ck_assert_int_eq(store_steps_write(st, run_pk, &good, 1), SL_EINVAL);
@@ -478,7 +415,7 @@ START_TEST(test_constraints_roll_back)
     struct store_step_write q = wr("b", -1, STORE_STEP_QUEUED, 1);
     q.queued_at_ms = T0;
     q.attempt_id = "one";
-    CK_OK(st, store_steps_write(st, run_pk, &q, 1));
+    CK_STORE_OK(st, store_steps_write(st, run_pk, &q, 1));
     q.attempt_id = "two";
     ck_assert_int_eq(store_steps_write(st, run_pk, &q, 1), SL_EEXIST);
 
@@ -509,32 +446,32 @@ START_TEST(test_run_set_state)
     struct store_run r;
 
     /* queued -> running, in the caller's transaction with the first step writes */
-    CK_OK(st, store_begin(st));
-    CK_OK(st, store_run_set_state(st, run_pk, STORE_RUN_RUNNING, T0));
+    CK_STORE_OK(st, store_begin(st));
+    CK_STORE_OK(st, store_run_set_state(st, run_pk, STORE_RUN_RUNNING, T0));
     struct store_step_write w = wr("a", -1, STORE_STEP_QUEUED, 1);
     w.queued_at_ms = T0;
     w.attempt_id = "r1.a.-1.1";
     transition(&w, STORE_STEP_PENDING, T0);
-    CK_OK(st, store_steps_write(st, run_pk, &w, 1));
-    CK_OK(st, store_commit(st));
-    CK_OK(st, store_run_get_by_pk(st, &r, run_pk, &mem));
+    CK_STORE_OK(st, store_steps_write(st, run_pk, &w, 1));
+    CK_STORE_OK(st, store_commit(st));
+    CK_STORE_OK(st, store_run_get_by_pk(st, &r, run_pk, &mem));
     ck_assert_int_eq(r.state, STORE_RUN_RUNNING);
     ck_assert(r.started_at_ms == T0);
     ck_assert(r.ended_at_ms == STORE_NO_TIME);
 
     /* again (an unknown commit settled): nothing changes, no second event */
-    CK_OK(st, store_run_set_state(st, run_pk, STORE_RUN_RUNNING, T0 + 500));
-    CK_OK(st, store_run_get_by_pk(st, &r, run_pk, &mem));
+    CK_STORE_OK(st, store_run_set_state(st, run_pk, STORE_RUN_RUNNING, T0 + 500));
+    CK_STORE_OK(st, store_run_get_by_pk(st, &r, run_pk, &mem));
     ck_assert(r.started_at_ms == T0);
 
     /* running -> cancelling -> cancelled: ended_at with the final state, started_at kept */
-    CK_OK(st, store_run_set_state(st, run_pk, STORE_RUN_CANCELLING, T0 + 1000));
-    CK_OK(st, store_run_get_by_pk(st, &r, run_pk, &mem));
+    CK_STORE_OK(st, store_run_set_state(st, run_pk, STORE_RUN_CANCELLING, T0 + 1000));
+    CK_STORE_OK(st, store_run_get_by_pk(st, &r, run_pk, &mem));
     ck_assert_int_eq(r.state, STORE_RUN_CANCELLING);
     ck_assert(r.ended_at_ms == STORE_NO_TIME);
-    CK_OK(st, store_run_set_state(st, run_pk, STORE_RUN_CANCELLED, T0 + 2000));
-    CK_OK(st, store_run_set_state(st, run_pk, STORE_RUN_CANCELLED, T0 + 3000));
-    CK_OK(st, store_run_get_by_pk(st, &r, run_pk, &mem));
+    CK_STORE_OK(st, store_run_set_state(st, run_pk, STORE_RUN_CANCELLED, T0 + 2000));
+    CK_STORE_OK(st, store_run_set_state(st, run_pk, STORE_RUN_CANCELLED, T0 + 3000));
+    CK_STORE_OK(st, store_run_get_by_pk(st, &r, run_pk, &mem));
     ck_assert_int_eq(r.state, STORE_RUN_CANCELLED);
     ck_assert(r.started_at_ms == T0);
     ck_assert(r.ended_at_ms == T0 + 2000);
@@ -549,9 +486,9 @@ START_TEST(test_run_set_state)
                                0};
     struct store_run r2;
     bool existed = true;
-    CK_OK(st, store_run_create(st, &r2, &existed, &in, &mem));
-    CK_OK(st, store_run_set_state(st, r2.id, STORE_RUN_SUCCEEDED, STORE_NO_TIME));
-    CK_OK(st, store_run_get_by_pk(st, &r2, r2.id, &mem));
+    CK_STORE_OK(st, store_run_create(st, &r2, &existed, &in, &mem));
+    CK_STORE_OK(st, store_run_set_state(st, r2.id, STORE_RUN_SUCCEEDED, STORE_NO_TIME));
+    CK_STORE_OK(st, store_run_get_by_pk(st, &r2, r2.id, &mem));
     ck_assert_int_eq(r2.state, STORE_RUN_SUCCEEDED);
     ck_assert(r2.started_at_ms == STORE_NO_TIME);
     ck_assert(r2.ended_at_ms >= r2.created_at_ms);
@@ -609,7 +546,7 @@ START_TEST(test_batch_1000)
     struct arena mem = ARENA_INIT;
     struct store_step_instance *v = NULL;
     size_t nv = 0;
-    CK_OK(st, store_steps_of_run(st, &v, &nv, run_pk, 0, &mem));
+    CK_STORE_OK(st, store_steps_of_run(st, &v, &nv, run_pk, 0, &mem));
     ck_assert_uint_eq(nv, N);
     ck_assert_int_eq(v[999].map_index, 999);
     ck_assert(v[999].queued_at_ms == T0 + 999);
@@ -629,7 +566,7 @@ Suite *suite_integration_store_steps(void)
 {
     Suite *s = suite_create("integration_store_steps");
     TCase *tc = tcase_create("store_steps");
-    tcase_add_unchecked_fixture(tc, pg_setup, pg_teardown);
+    tcase_add_unchecked_fixture(tc, pgtest_setup, pgtest_teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_write_and_read_back);
     tcase_add_test(tc, test_write_twice_is_idempotent);

@@ -35,6 +35,8 @@ LDFLAGS_asan    := -fsanitize=address,undefined
 MODULES  := common dsl store queue scheduler worker api
 LIB_SRCS := $(sort $(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
 CLI_SRCS := $(sort $(wildcard cli/*.c))
+# cli/ files the tests exercise directly (everything else of cli/ is tested via the binary)
+CLI_LIB_SRCS := $(wildcard cli/embed.c)
 TEST_SRCS := $(sort $(wildcard tests/unit/*/*.c tests/integration/*.c tests/harness/*.c)) \
              tests/check_main.c tests/testutil.c
 BENCH_SRCS := $(sort $(wildcard bench/*.c))
@@ -69,7 +71,7 @@ build/$(1)/bin/sluice: $(call obj,$(1),$(CLI_SRCS)) build/$(1)/libsluice.a
 
 $(call obj,$(1),$(TEST_SRCS)): build/suites.inc
 
-build/$(1)/tests/check_sluice: $(call obj,$(1),$(TEST_SRCS)) build/$(1)/libsluice.a
+build/$(1)/tests/check_sluice: $(call obj,$(1),$(TEST_SRCS) $(CLI_LIB_SRCS)) build/$(1)/libsluice.a
 	@mkdir -p $$(@D)
 	$$(CC) $$(LDFLAGS_$(1)) -o $$@ $$^ $$(PKG_LIBS) $$(CHECK_LIBS) -lm
 

@@ -596,6 +596,19 @@ static void ref_error(struct ref_check *c, const struct dsl_ref *r, const char *
     strbuf_release(&ref);
 }
 
+/*
+ * run.dir and attempt.dir are directories on the worker that runs the step: the
+ * scheduler renders them as $(SLUICE_RUN_DIR) and $(SLUICE_ATTEMPT_DIR), which the
+ * executor expands. They mean nothing where the scheduler itself evaluates.
+ */
+static int check_worker_dir(struct ref_check *c, const struct dsl_ref *r)
+{
+    if (!strcmp(c->field, "when") || !strcmp(c->field, "for_each"))
+        ref_error(c, r, "%s.dir is a directory on the worker and is not known in %s", r->parts[0],
+                  c->field);
+    return 0;
+}
+
 static int check_ref(void *vctx, const struct dsl_ref *r)
 {
     struct ref_check *c = vctx;
@@ -629,19 +642,28 @@ static int check_ref(void *vctx, const struct dsl_ref *r)
         return 0;
     }
     if (!strcmp(root, "run")) {
-        static const char *const fields[] = {"id", "logical_time", "state"};
+        static const char *const fields[] = {"id", "logical_time", "state", "dir"};
         if (r->n_parts == 2 && (!strcmp(r->parts[1], "id") || !strcmp(r->parts[1], "logical_time")))
             return 0;
+        if (r->n_parts == 2 && !strcmp(r->parts[1], "dir"))
+            return check_worker_dir(c, r);
         if (r->n_parts == 2 && !strcmp(r->parts[1], "state")) {
             if (!self->on_exit)
                 ref_error(c, r, "run.state is only known to on_exit steps");
             return 0;
         }
-        const char *hint = r->n_parts == 2 ? dsl_did_you_mean(r->parts[1], fields, 3) : NULL;
+        const char *hint = r->n_parts == 2 ? dsl_did_you_mean(r->parts[1], fields, 4) : NULL;
         if (hint)
             ref_error(c, r, "unknown run field (did you mean 'run.%s'?)", hint);
         else
-            ref_error(c, r, "unknown run field; use run.id, run.logical_time or run.state");
+            ref_error(c, r,
+                      "unknown run field; use run.id, run.logical_time, run.state or run.dir");
+        return 0;
+    }
+    if (!strcmp(root, "attempt")) {
+        if (r->n_parts == 2 && !strcmp(r->parts[1], "dir"))
+            return check_worker_dir(c, r);
+        ref_error(c, r, "unknown attempt field; use attempt.dir");
         return 0;
     }
     if (!strcmp(root, "dag")) {
@@ -727,12 +749,14 @@ static int check_ref(void *vctx, const struct dsl_ref *r)
                       name, self->name);
         return 0;
     }
-    static const char *const roots[] = {"params", "run", "dag", "steps", "item"};
-    const char *hint = dsl_did_you_mean(root, roots, 5);
+    static const char *const roots[] = {"params", "run", "attempt", "dag", "steps", "item"};
+    const char *hint = dsl_did_you_mean(root, roots, 6);
     if (hint)
         ref_error(c, r, "unknown name '%s' (did you mean '%s'?)", root, hint);
     else
-        ref_error(c, r, "unknown name '%s': expressions can use params, run, dag, steps and item",
+        ref_error(c, r,
+                  "unknown name '%s': expressions can use params, run, attempt, dag, steps and "
+                  "item",
                   root);
     return 0;
 }

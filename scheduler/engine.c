@@ -266,6 +266,10 @@ int engine_run_new(struct engine_run **out, const struct dsl_dag *dag, const cha
     cJSON *r = cJSON_AddObjectToObject(run->ctx, "run");
     cJSON_AddStringToObject(r, "id", run->run_id);
     cJSON_AddStringToObject(r, "logical_time", run->logical_time);
+    /* directories on the worker, expanded there like Kubernetes' $(VAR) (docs/dsl.md) */
+    cJSON_AddStringToObject(r, "dir", "$(SLUICE_RUN_DIR)");
+    cJSON_AddStringToObject(cJSON_AddObjectToObject(run->ctx, "attempt"), "dir",
+                            "$(SLUICE_ATTEMPT_DIR)");
     cJSON *dg = cJSON_AddObjectToObject(run->ctx, "dag");
     cJSON_AddStringToObject(dg, "name", dag->name);
     cJSON_AddStringToObject(dg, "dir", run->dag_dir);
@@ -403,6 +407,8 @@ static cJSON *build_spec(struct engine_run *run, size_t i, char *err, size_t err
     cJSON_AddStringToObject(spec, "step", d->name);
     cJSON_AddNumberToObject(spec, "map_index", in->map_index);
     cJSON_AddNumberToObject(spec, "attempt", in->attempt);
+    if (run->dag_dir[0])
+        cJSON_AddStringToObject(spec, "dag_dir", run->dag_dir);
     if (d->image) {
         if ((rc = render(&s, d->image, run->ctx, err, errlen)) < 0)
             goto cleanup;

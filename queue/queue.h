@@ -47,7 +47,7 @@
 #define QUEUE_STEP_GROUP     "workers"     /* the consumer group on every step queue */
 #define QUEUE_EVENT_GROUP    "scheduler"   /* the consumer group on the events stream */
 #define QUEUE_MSG_MAX_BYTES  (1024 * 1024) /* the largest encoded message, in bytes */
-#define QUEUE_NAME_MAX       256           /* the longest name or id, in bytes */
+#define QUEUE_NAME_MAX       512           /* the longest name or id, in bytes */
 #define QUEUE_READ_MAX       1000          /* the largest max_count of one read */
 #define QUEUE_CANCEL_MAXLEN  10000         /* cancels retained (approximately: MAXLEN ~) */
 #define QUEUE_REASON_BUFSZ   256           /* enough for any decode error reason */

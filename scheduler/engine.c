@@ -27,6 +27,9 @@
 #include "dsl/expr.h"
 
 #include <assert.h>
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -512,8 +515,55 @@ cleanup:
 void engine_attempt_id(const struct engine_run *run, size_t i, char *buf, size_t len)
 {
     const struct engine_instance *in = &run->inst[i];
-    snprintf(buf, len, "%s.%s.%d.%d", run->run_id, run->steps[in->step].def->name, in->map_index,
-             in->attempt);
+    snprintf(buf, len, "%s.%s.%s.%d.%d", run->dag->name, run->run_id,
+             run->steps[in->step].def->name, in->map_index, in->attempt);
+}
+
+/* Parses a decimal int in [lo, INT_MAX] from s[0..n). */
+static bool parse_int_n(int *out, const char *s, size_t n, int lo)
+{
+    if (n == 0 || n > 11)
+        return false;
+    char buf[12];
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    char *end;
+    errno = 0;
+    long v = strtol(buf, &end, 10);
+    if (*end || errno || v < lo || v > INT_MAX ||
+        !(isdigit((unsigned char)buf[0]) || buf[0] == '-'))
+        return false;
+    *out = (int)v;
+    return true;
+}
+
+int engine_attempt_id_split(struct engine_attempt_ref *out, const char *id)
+{
+    if (!id)
+        return SL_EINVAL;
+    const char *first = strchr(id, '.');
+    size_t len = strlen(id);
+    /* the last three dots, from the right */
+    const char *dots[3] = {NULL, NULL, NULL};
+    size_t found = 0;
+    for (size_t i = len; i > 0 && found < 3; i--)
+        if (id[i - 1] == '.')
+            dots[found++] = id + i - 1;
+    if (!first || found < 3 || dots[2] <= first)
+        return SL_EINVAL;
+    struct engine_attempt_ref r = {0};
+    r.dag = id;
+    r.dag_len = (size_t)(first - id);
+    r.run_id = first + 1;
+    r.run_id_len = (size_t)(dots[2] - r.run_id);
+    r.step = dots[2] + 1;
+    r.step_len = (size_t)(dots[1] - r.step);
+    if (!r.dag_len || !r.run_id_len || !r.step_len ||
+        !parse_int_n(&r.map_index, dots[1] + 1, (size_t)(dots[0] - dots[1] - 1), -1) ||
+        !parse_int_n(&r.attempt, dots[0] + 1, strlen(dots[0] + 1), 1))
+        return SL_EINVAL;
+    *out = r;
+    return 0;
 }
 
 /* --- deciding steps ---------------------------------------------------------------- */

@@ -240,9 +240,21 @@ int engine_state_parse(enum engine_state *out, const char *name);
 bool engine_state_is_done(
     enum engine_state s); /* succeeded, failed, cancelled, skipped, upstream_failed */
 
-/* The attempt id of instance i's current attempt: "<run_id>.<step>.<map>.<attempt>",
- * written into buf (at least ENGINE_ATTEMPT_ID_MAX bytes). */
-#define ENGINE_ATTEMPT_ID_MAX 256
+/* The attempt id of instance i's current attempt: "<dag>.<run_id>.<step>.<map>.<attempt>",
+ * written into buf (at least ENGINE_ATTEMPT_ID_MAX bytes). Unique across DAGs (run ids
+ * are unique per DAG only). DAG and step names have no '.', so it splits unambiguously
+ * (engine_attempt_id_split). */
+#define ENGINE_ATTEMPT_ID_MAX 512
 void engine_attempt_id(const struct engine_run *run, size_t i, char *buf, size_t len);
+
+/* The parts of an attempt id, pointing into the id (not NUL-terminated: lengths given). */
+struct engine_attempt_ref {
+    const char *dag, *run_id, *step;
+    size_t dag_len, run_id_len, step_len;
+    int map_index;
+    int attempt;
+};
+/* Splits an attempt id made by engine_attempt_id(). Returns 0 or SL_EINVAL. Pure. */
+int engine_attempt_id_split(struct engine_attempt_ref *out, const char *id);
 
 #endif

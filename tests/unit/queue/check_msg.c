@@ -182,7 +182,7 @@ static const struct {
     {STEP, SL_EINVALID, "{\"v\":1," STEP_OK ",\"spec\":null}", "field \"spec\" is missing"},
     {STEP, SL_EINVALID, "{\"v\":1,\"attempt_id\":7}", "field \"attempt_id\" must be a string"},
     {STEP, SL_EINVALID, "{\"v\":1,\"attempt_id\":\"\"}",
-     "field \"attempt_id\" must be 1-256 bytes without control characters"},
+     "field \"attempt_id\" must be 1-512 bytes without control characters"},
     {STEP, SL_EINVALID, "{\"v\":1,\"attempt_id\":\"a\\u0001\"}", "without control characters"},
     {STEP, SL_EINVALID,
      "{\"v\":1,\"attempt_id\":\"a\",\"dag_id\":\"d\",\"run_id\":\"r\",\"step\":\"s\","
@@ -305,7 +305,7 @@ START_TEST(test_size_limits)
     cJSON_Delete(spec);
     free(blob);
 
-    /* Ids are limited too: 256 bytes pass, 257 do not. */
+    /* Ids are limited too: QUEUE_NAME_MAX bytes pass, one more does not. */
     char id[QUEUE_NAME_MAX + 2];
     memset(id, 'i', sizeof(id) - 1);
     id[QUEUE_NAME_MAX] = '\0';

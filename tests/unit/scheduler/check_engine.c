@@ -238,7 +238,7 @@ START_TEST(test_spec_is_rendered)
     char *text = cJSON_PrintUnformatted(cJSON_GetObjectItem(s, "command"));
     ck_assert_str_eq(text, "[\"echo\",\"3\",\"/dags/x.py\"]");
     free(text);
-    ck_assert_str_eq(cJSON_GetObjectItem(s, "attempt_id")->valuestring, "r1.a.-1.1");
+    ck_assert_str_eq(cJSON_GetObjectItem(s, "attempt_id")->valuestring, "spec.r1.a.-1.1");
     succeed(&f, "a", -1, 1, "{\"acc\": \"0.93\"}");
     s = dispatched(&f, "b", -1);
     ck_assert_ptr_nonnull(s);
@@ -252,7 +252,8 @@ START_TEST(test_spec_is_rendered)
         "\"SLUICE_RUN_ID\":\"r1\"",
         "\"SLUICE_STEP\":\"b\"",
         "\"SLUICE_ATTEMPT\":\"1\"",
-        "\"SLUICE_ATTEMPT_ID\":\"r1.b.-1.1\"",
+        "\"SLUICE_ATTEMPT_ID\":\"spec.r1.b.-1.1\"",
+        "\"dag_dir\":\"/dags\"",
         "\"workdir\":\"/w\"",
         "\"resources\":{\"cpu_millis\":500,\"memory_bytes\":1073741824,\"gpu\":2}",
         "\"queue\":\"gpu\"",
@@ -947,11 +948,34 @@ START_TEST(test_random_dags_always_finish)
 }
 END_TEST
 
+START_TEST(test_attempt_id_split)
+{
+    struct engine_attempt_ref r;
+    /* run ids may hold dots; DAG and step names never do */
+    ck_assert_int_eq(engine_attempt_id_split(&r, "iris.manual__2026.01.x.train.-1.2"), 0);
+    ck_assert_int_eq((int)r.dag_len, 4);
+    ck_assert(!strncmp(r.dag, "iris", r.dag_len));
+    ck_assert(!strncmp(r.run_id, "manual__2026.01.x", r.run_id_len));
+    ck_assert_int_eq((int)r.run_id_len, 17);
+    ck_assert(!strncmp(r.step, "train", r.step_len) && r.step_len == 5);
+    ck_assert_int_eq(r.map_index, -1);
+    ck_assert_int_eq(r.attempt, 2);
+    ck_assert_int_eq(engine_attempt_id_split(&r, "d.r.s.7.1"), 0);
+    ck_assert_int_eq(r.map_index, 7);
+    static const char *const bad[] = {
+        "",           "d.r.s.1",  "d..s.1.1", "d.r.s.x.1",           "d.r.s.1.0",
+        "d.r.s.-2.1", "d.r..1.1", ".r.s.1.1", "d.r.s.1.99999999999", "d.r.s.1.1x"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        ck_assert_msg(engine_attempt_id_split(&r, bad[i]) == SL_EINVAL, "accepted '%s'", bad[i]);
+}
+END_TEST
+
 Suite *suite_scheduler_engine(void)
 {
     Suite *s = suite_create("scheduler_engine");
     TCase *tc = tcase_create("engine");
     tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_attempt_id_split);
     tcase_add_test(tc, test_chain_runs_in_order);
     tcase_add_test(tc, test_redelivery_and_stale_events_change_nothing);
     tcase_add_test(tc, test_spec_is_rendered);

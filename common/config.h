@@ -1,0 +1,77 @@
+/*
+ * common/config.h - sluice.yaml, every key overridable by an environment variable.
+ *
+ * One file configures every role (scheduler, worker, api, standalone); each reads the
+ * keys it needs. A key's environment variable is SLUICE_ followed by its path in upper
+ * case with '.' replaced by '_': scheduler.batch_size is SLUICE_SCHEDULER_BATCH_SIZE.
+ * The environment wins over the file, and command-line flags (applied by the caller)
+ * win over both. The keys, their types and defaults are the table in config.c and in
+ * docs/configuration.md.
+ *
+ * The file is found at the path given, else $SLUICE_CONFIG, else ./sluice.yaml if it
+ * exists; no file at all is fine (defaults and environment). Unknown keys, wrong types
+ * and bad durations are errors with file:line:column (or the variable's name), all
+ * reported at once, so a typo never silently falls back to a default.
+ *
+ * Secrets (URLs with passwords) may come from the file or the environment; they are
+ * never logged by this module. Thread-safety: load once at start-up; the struct is
+ * then read-only. Memory: sl_config_release() frees the strings.
+ */
+#ifndef SLUICE_COMMON_CONFIG_H
+#define SLUICE_COMMON_CONFIG_H
+
+#include "common/strbuf.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct sl_config {
+    char *path;         /* the file read, or NULL */
+    char *database_url; /* NULL: none configured (standalone embeds one) */
+    char *redis_url;    /* NULL: none configured */
+    char *data_dir;     /* ".sluice": embedded servers, default roots below */
+    char *log_root;     /* step logs; default <data_dir>/logs/steps */
+    char *work_root;    /* per-run and per-attempt directories; default <data_dir>/work */
+    char *secrets_dir;  /* <dir>/<name>/<key>; default NULL */
+    char *log_level;    /* "info" */
+
+    char *dags_dir;           /* dags.dir: the directory source; "dags" */
+    int64_t dags_interval_ms; /* dags.interval: rescan period; 30 s */
+
+    struct {
+        char *id;                      /* default <hostname>-<pid> */
+        int64_t batch_size;            /* events applied per transaction; 1000 */
+        int64_t reconcile_interval_ms; /* 5 s */
+        int64_t worker_timeout_ms;     /* heartbeat silence that makes a worker dead; 30 s */
+        int64_t requeue_after_ms;      /* a queued step with no message is re-sent after; 10 s */
+        int64_t poll_interval_ms;      /* new runs and cancels from other processes; 500 ms */
+        char *api_url;                 /* base URL for links in notifications; NULL */
+    } scheduler;
+
+    struct {
+        char *id;                      /* default <hostname>-<pid> */
+        char *queue;                   /* "default" */
+        int64_t slots;                 /* 4 */
+        char *executor;                /* "local" or "noop" */
+        char *gpus;                    /* "0,1": device ids; "" none */
+        int64_t visibility_timeout_ms; /* 60 s */
+        int64_t heartbeat_interval_ms; /* 5 s */
+        int64_t kill_grace_ms;         /* 10 s */
+        int64_t stop_grace_ms;         /* 30 s */
+        int64_t retention_ms;          /* run directories kept; 7 days */
+    } worker;
+};
+
+/*
+ * Loads the configuration: defaults, then the file (path, $SLUICE_CONFIG or
+ * ./sluice.yaml), then the environment. Returns 0, or SL_EINVAL / SL_ENOENT (an
+ * explicitly named file is missing) with every problem, one per line, appended to err.
+ * *c is filled (and must be released) in both cases.
+ */
+int sl_config_load(struct sl_config *c, const char *path, struct strbuf *err);
+void sl_config_release(struct sl_config *c);
+
+/* Replaces a string setting (a flag given on the command line): frees *field, copies v. */
+void sl_config_set(char **field, const char *v);
+
+#endif

@@ -18,5 +18,11 @@ struct cli_command {
 int cmd_dag(int argc, char **argv);
 /* sluice db migrate|version */
 int cmd_db(int argc, char **argv);
+/* sluice scheduler */
+int cmd_scheduler(int argc, char **argv);
+
+/* Reads "--name VALUE" or "--name=VALUE" at argv[*i] (advancing *i past a separate
+ * value); returns the value, or NULL if argv[*i] is not that flag or lacks a value. */
+const char *cli_flag_value(int argc, char **argv, int *i, const char *name);
 
 #endif

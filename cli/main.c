@@ -9,6 +9,7 @@
 static const struct cli_command commands[] = {
     {"dag", cmd_dag, "validate, draw and show DAG files"},
     {"db", cmd_db, "migrate the database schema, show its version"},
+    {"scheduler", cmd_scheduler, "run the scheduler (leader election, DAG sync, cron, runs)"},
 };
 
 static void usage(FILE *out)

@@ -43,6 +43,17 @@ int queue_event_kind_parse(enum queue_event_kind *out, const char *name)
     return SL_EINVAL;
 }
 
+/* enum engine_failure's names (scheduler/engine.h), as exec_failure_name() writes them */
+static const char *const failure_names[] = {"step", "error", "transient", "cancelled"};
+
+bool queue_event_failure_valid(const char *name)
+{
+    for (size_t i = 0; name && i < sizeof(failure_names) / sizeof(failure_names[0]); i++)
+        if (!strcmp(name, failure_names[i]))
+            return true;
+    return false;
+}
+
 /* An id: 1..QUEUE_NAME_MAX bytes, no control characters. */
 static bool valid_id(const char *s)
 {
@@ -132,7 +143,8 @@ int queue_event_msg_encode(struct strbuf *out, const struct queue_event_msg *msg
 {
     if (!valid_id(msg->attempt_id) || !valid_id(msg->worker_id) || (unsigned)msg->kind > 2 ||
         !valid_time(msg->seq) || !valid_time(msg->time_ms) || !valid_time(msg->started_ms) ||
-        !valid_time(msg->finished_ms))
+        !valid_time(msg->finished_ms) ||
+        (msg->failure && !queue_event_failure_valid(msg->failure)))
         return SL_EINVAL;
     struct strbuf sb = STRBUF_INIT;
     strbuf_addstr(&sb, "{\"v\":1");
@@ -148,6 +160,10 @@ int queue_event_msg_encode(struct strbuf *out, const struct queue_event_msg *msg
     else
         add_str(&sb, "exit_code", NULL);
     add_str(&sb, "reason", msg->reason);
+    if (msg->failure)
+        add_str(&sb, "failure", msg->failure);
+    if (msg->log_path)
+        add_str(&sb, "log_path", msg->log_path);
     int result = msg->outputs ? add_object(&sb, "outputs", msg->outputs) : 0;
     strbuf_addch(&sb, '}');
     return finish(out, &sb, result);
@@ -332,6 +348,8 @@ void queue_event_msg_free(struct queue_event_msg *msg)
     free(msg->worker_id);
     free(msg->reason);
     cJSON_Delete(msg->outputs);
+    free(msg->failure);
+    free(msg->log_path);
     free(msg);
 }
 
@@ -339,7 +357,7 @@ int queue_event_msg_decode(struct queue_event_msg **out, const char *data, size_
                            size_t reason_len)
 {
     struct decoder d = {NULL, reason, reason_len, 0};
-    const char *attempt_id, *kind_name, *worker_id, *why;
+    const char *attempt_id, *kind_name, *worker_id, *why, *failure, *log_path;
     enum queue_event_kind kind = QUEUE_EVENT_RUNNING;
     int64_t seq, time_ms, started_ms, finished_ms, exit_code;
     cJSON *outputs = NULL;
@@ -354,7 +372,14 @@ int queue_event_msg_decode(struct queue_event_msg **out, const char *data, size_
         get_int(&d, "started_ms", false, 0, MAX_SAFE_INT, 0, &started_ms) &&
         get_int(&d, "finished_ms", false, 0, MAX_SAFE_INT, 0, &finished_ms) &&
         get_int(&d, "exit_code", false, INT32_MIN, INT32_MAX, INT64_MIN, &exit_code) &&
-        get_str(&d, "reason", false, false, &why) && take_object(&d, "outputs", false, &outputs)) {
+        get_str(&d, "reason", false, false, &why) &&
+        get_str(&d, "failure", false, false, &failure) &&
+        (!failure || queue_event_failure_valid(failure) ||
+         fail(&d, SL_EINVALID,
+              "field \"failure\" must be \"step\", \"error\", \"transient\" or "
+              "\"cancelled\"")) &&
+        get_str(&d, "log_path", false, false, &log_path) &&
+        take_object(&d, "outputs", false, &outputs)) {
         struct queue_event_msg *m = xcalloc(1, sizeof(*m));
         m->attempt_id = xstrdup(attempt_id);
         m->kind = kind;
@@ -366,6 +391,8 @@ int queue_event_msg_decode(struct queue_event_msg **out, const char *data, size_
         m->has_exit_code = exit_code != INT64_MIN;
         m->exit_code = m->has_exit_code ? (int)exit_code : 0;
         m->reason = dup_or_null(why);
+        m->failure = dup_or_null(failure);
+        m->log_path = dup_or_null(log_path);
         m->outputs = outputs ? outputs : cJSON_CreateObject();
         *out = m;
     }

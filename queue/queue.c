@@ -32,6 +32,7 @@
 #define TAKEOVER_ROUNDS 100  /* XAUTOCLAIM calls per queue_takeover() at most */
 #define ADOPT_ROUNDS    1000 /* XAUTOCLAIM calls when adopting pending events at most */
 #define IDS_PER_SCRIPT  1000 /* ids passed to one script call */
+#define BYTES_PER_SCRIPT (8 * 1024 * 1024) /* messages passed to one script call, about */
 #define PREFIX_MAX      64
 
 /* --- Validation ---------------------------------------------------------------------- */
@@ -558,6 +559,32 @@ int queue_ack_step(struct queue *q, const char *queue_name, const struct queue_i
     return result;
 }
 
+int queue_ack_steps(struct queue *q, const char *queue_name, const struct queue_id *ids,
+                    size_t n_ids)
+{
+    if (!valid_name(queue_name))
+        return SL_EINVAL;
+    for (size_t i = 0; i < n_ids; i++)
+        if (!valid_entry_id(ids[i].s))
+            return SL_EINVAL;
+    int result = 0;
+    for (size_t done = 0; done < n_ids && result == 0;) {
+        size_t n = n_ids - done < IDS_PER_SCRIPT ? n_ids - done : IDS_PER_SCRIPT;
+        struct queue_cmd cmd;
+        queue_cmd_init_script(&cmd, QUEUE_SCRIPT_ACK_STEPS, 2);
+        queue_cmd_add(&cmd, step_key(&cmd, q, queue_name));
+        queue_cmd_add(&cmd, q->key_msg);
+        queue_cmd_add(&cmd, QUEUE_STEP_GROUP);
+        queue_cmd_add(&cmd, queue_name);
+        for (size_t i = 0; i < n; i++)
+            queue_cmd_add(&cmd, ids[done + i].s);
+        result = run_integer(NULL, q, &cmd, "ack steps");
+        queue_cmd_release(&cmd);
+        done += n;
+    }
+    return result;
+}
+
 /* One REFRESH script call for at most IDS_PER_SCRIPT ids. */
 static int refresh_chunk(enum queue_owner *out_owner, struct queue *q, const char *queue_name,
                          const char *consumer, const struct queue_id *ids, size_t n_ids)
@@ -708,6 +735,54 @@ int queue_publish_event(struct queue_id *out_id, struct queue *q, const struct q
     result = run_xadd(out_id, q, &cmd, "XADD event");
     queue_cmd_release(&cmd);
     strbuf_release(&payload);
+    return result;
+}
+
+int queue_publish_events(struct queue_id *out_ids, size_t *out_bad, struct queue *q,
+                         const struct queue_event_msg *const *evs, size_t n)
+{
+    /* Encode everything first: an invalid event sends nothing. */
+    struct strbuf all = STRBUF_INIT;
+    size_t *ends = xcalloc(n ? n : 1, sizeof(*ends));
+    int result = 0;
+    for (size_t i = 0; i < n && result == 0; i++) {
+        result = evs[i] ? queue_event_msg_encode(&all, evs[i]) : SL_EINVAL;
+        ends[i] = all.len;
+        if (result < 0 && out_bad)
+            *out_bad = i;
+    }
+    for (size_t done = 0; done < n && result == 0;) {
+        size_t start = done ? ends[done - 1] : 0, k = 0;
+        while (done + k < n && k < IDS_PER_SCRIPT &&
+               (k == 0 || ends[done + k] - start <= BYTES_PER_SCRIPT))
+            k++;
+        struct queue_cmd cmd;
+        queue_cmd_init_script(&cmd, QUEUE_SCRIPT_PUBLISH_EVENTS, 1);
+        queue_cmd_add(&cmd, q->key_events);
+        for (size_t i = done; i < done + k; i++) {
+            size_t from = i ? ends[i - 1] : 0;
+            queue_cmd_addb(&cmd, all.buf + from, ends[i] - from);
+        }
+        redisReply *r = NULL;
+        result = queue_run(&r, q, &cmd, 0);
+        queue_cmd_release(&cmd);
+        if (result == 0) {
+            bool ok = is_array(r, k) && r->elements == k;
+            for (size_t i = 0; ok && i < k; i++) {
+                struct queue_id id;
+                ok = copy_id(&id, r->element[i]);
+                if (ok && out_ids)
+                    out_ids[done + i] = id;
+            }
+            if (ok)
+                freeReplyObject(r);
+            else
+                result = queue_reply_fail(q, r, "publish events");
+        }
+        done += k;
+    }
+    free(ends);
+    strbuf_release(&all);
     return result;
 }
 

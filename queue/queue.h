@@ -95,6 +95,9 @@ struct queue_event_msg {
     char *reason;        /* why it failed ("OOMKilled", "timeout", ...), or NULL */
     cJSON *outputs;      /* output parameters: an object. Encoding: NULL is omitted.
                           * Decoding: always an object, empty if the message had none */
+    char *failure;       /* "step", "error", "transient" or "cancelled" (enum engine_failure)
+                          * for failed events, or NULL (decoders: absent -> NULL) */
+    char *log_path;      /* the attempt's log file on the worker's log volume, or NULL */
 };
 
 /* A request to stop running steps: one message on the cancel stream. */
@@ -141,6 +144,9 @@ void queue_cancel_msg_free(struct queue_cancel_msg *msg);
 const char *queue_event_kind_name(enum queue_event_kind kind);
 /* The inverse; returns 0 or SL_EINVAL. */
 int queue_event_kind_parse(enum queue_event_kind *out, const char *name);
+/* Whether name is a valid queue_event_msg.failure: "step", "error", "transient" or
+ * "cancelled". */
+bool queue_event_failure_valid(const char *name);
 
 /* --- Batches of received entries --------------------------------------------------- */
 
@@ -261,6 +267,10 @@ int queue_read_steps(struct queue_batch *out, struct queue *q, const char *queue
  * and for malformed entries. Idempotent: an unknown id is not an error.
  */
 int queue_ack_step(struct queue *q, const char *queue_name, const struct queue_id *id);
+/* queue_ack_step() for the n_ids entries ids[0..n_ids) of queue_name, with one script call
+ * per QUEUE_READ_MAX ids. Idempotent. */
+int queue_ack_steps(struct queue *q, const char *queue_name, const struct queue_id *ids,
+                    size_t n_ids);
 
 /* Who holds a step entry, as queue_refresh() found it. */
 enum queue_owner {
@@ -300,6 +310,18 @@ int queue_ensure_event_group(struct queue *q);
 /* Appends ev to the events stream (XADD, never trimmed: events are deleted once acked).
  * *out_id (may be NULL) gets its entry id. SL_EINVAL or SL_ETOOBIG as the encoder. */
 int queue_publish_event(struct queue_id *out_id, struct queue *q, const struct queue_event_msg *ev);
+
+/*
+ * Appends the n events evs[0..n) to the events stream, in order, with one script call per
+ * QUEUE_READ_MAX events (or per 8 MiB of messages): for a worker that reports many steps
+ * at once. out_ids (may be NULL) gets n entry ids. Every event is encoded first: if one is
+ * invalid, nothing is sent, the result is SL_EINVAL or SL_ETOOBIG as the encoder's and
+ * *out_bad (may be NULL) is its index. A failure after the first call may leave the
+ * events of the earlier calls published; sending them again is harmless (a repeated
+ * event is ignored by the run engine).
+ */
+int queue_publish_events(struct queue_id *out_ids, size_t *out_bad, struct queue *q,
+                         const struct queue_event_msg *const *evs, size_t n);
 
 /*
  * Reads up to max_count (1..QUEUE_READ_MAX) events for consumer through the group

@@ -512,6 +512,15 @@ cleanup:
     return spec;
 }
 
+cJSON *engine_render_spec(struct engine_run *run, size_t i, char *err, size_t errlen)
+{
+    if (i >= run->n_inst || run->inst[i].attempt < 1) {
+        snprintf(err, errlen, "instance %zu has no attempt", i);
+        return NULL;
+    }
+    return build_spec(run, i, err, errlen);
+}
+
 void engine_attempt_id(const struct engine_run *run, size_t i, char *buf, size_t len)
 {
     const struct engine_instance *in = &run->inst[i];

@@ -226,6 +226,14 @@ int engine_check_params(const struct dsl_dag *dag, const cJSON *params, struct s
  */
 int engine_apply(struct engine_run *run, const struct engine_event *ev, struct engine_actions *out);
 
+/*
+ * Renders the dispatch spec of instance i's current attempt again, exactly as its
+ * DISPATCH action carried it: for the reconciler, which re-sends a queued attempt whose
+ * message was lost. Returns the spec (caller cJSON_Delete()s it), or NULL with the
+ * reason in err. Changes nothing in the run.
+ */
+cJSON *engine_render_spec(struct engine_run *run, size_t i, char *err, size_t errlen);
+
 /* The earliest time a TICK could change something (a retry due, a timeout), or
  * INT64_MAX when nothing is waiting on time. */
 int64_t engine_next_wakeup(const struct engine_run *run);

@@ -327,9 +327,11 @@ cleanup:
     free(p);
     free(files);
     if (rc == 0) {
-        sl_info("registry",
-                "synced source=%s files=%zu valid=%zu changed=%zu invalid=%zu deactivated=%zu",
-                src->name, rep.files, rep.valid, rep.changed, rep.invalid, rep.deactivated);
+        /* a sync that changed nothing is routine: only worth a debug line */
+        sl_log(rep.changed || rep.invalid || rep.deactivated ? SL_LOG_INFO : SL_LOG_DEBUG,
+               "registry",
+               "synced source=%s files=%zu valid=%zu changed=%zu invalid=%zu deactivated=%zu",
+               src->name, rep.files, rep.valid, rep.changed, rep.invalid, rep.deactivated);
         if (report)
             *report = rep;
     }

@@ -147,6 +147,19 @@ const struct store_stmt store_stmt_runs_active = {
     "SELECT " RUN_COLS " FROM runs\n"
     "WHERE dag_id = $1 AND state IN " ACTIVE_STATES " ORDER BY id"};
 
+const struct store_stmt store_stmt_runs_active_all = {
+    "runs_active_all",
+    "SELECT " RUN_COLS " FROM runs WHERE state IN " ACTIVE_STATES " ORDER BY id"};
+
+static const struct store_stmt stmt_run_request_cancel = {
+    "run_request_cancel",
+    "UPDATE runs SET state = 'cancelling' WHERE dag_id = $1 AND run_id = $2\n"
+    "    AND state IN ('queued', 'running')\n"
+    "RETURNING id"};
+
+static const struct store_stmt stmt_leader_try = {"leader_try",
+                                                  "SELECT pg_try_advisory_lock($1::bigint)"};
+
 const struct store_stmt store_stmt_runs_active_count = {
     "runs_active_count",
     "SELECT count(*) FROM runs WHERE dag_id = $1 AND state IN " ACTIVE_STATES};
@@ -472,6 +485,58 @@ int store_runs_active(struct store *st, struct store_run **out, size_t *out_n, c
     if (rc < 0)
         return rc;
     return read_runs(out, out_n, res, mem);
+}
+
+int store_runs_active_all(struct store *st, struct store_run **out, size_t *out_n,
+                          struct arena *mem)
+{
+    PGresult *res = NULL;
+    int rc = store_exec(st, &res, &store_stmt_runs_active_all, 0, NULL);
+    if (rc < 0)
+        return rc;
+    return read_runs(out, out_n, res, mem);
+}
+
+int store_run_request_cancel(struct store *st, bool *out_changed, const char *dag_id,
+                             const char *run_id)
+{
+    PGresult *res = NULL;
+    const char *params[] = {dag_id, run_id};
+    int rc = store_exec(st, &res, &stmt_run_request_cancel, 2, params);
+    if (rc < 0)
+        return rc;
+    bool changed = PQntuples(res) > 0;
+    PQclear(res);
+    if (!changed) {
+        struct arena mem = ARENA_INIT;
+        struct store_run r;
+        rc = store_run_get(st, &r, dag_id, run_id, &mem);
+        arena_release(&mem);
+        if (rc < 0)
+            return rc;
+    }
+    if (out_changed)
+        *out_changed = changed;
+    return 0;
+}
+
+int store_leader_try(struct store *st, bool *out_leader)
+{
+    if (st->tx != STORE_TX_NONE)
+        return store_fail(st, SL_EINVAL, "cannot take the leader lock inside a transaction");
+    char key[32];
+    snprintf(key, sizeof(key), "%" PRId64, STORE_LOCK_LEADER);
+    const char *params[] = {key};
+    PGresult *res = NULL;
+    int rc = store_exec(st, &res, &stmt_leader_try, 1, params);
+    if (rc < 0)
+        return rc;
+    bool got = store_col_bool(res, 0, 0);
+    PQclear(res);
+    if (got)
+        store_session_bind(st);
+    *out_leader = got;
+    return 0;
 }
 
 int store_runs_active_count(struct store *st, int64_t *out, const char *dag_id)

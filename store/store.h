@@ -80,7 +80,8 @@
 
 /* Advisory lock keys (pg_advisory_lock) of sluice, "sluice" in ASCII then a number. */
 #define STORE_LOCK_MIGRATE INT64_C(0x736c756963650001) /* held by store_migrate() */
-#define STORE_LOCK_LEADER  INT64_C(0x736c756963650002) /* reserved: the scheduler's leader */
+#define STORE_LOCK_LEADER                                                                          \
+    INT64_C(0x736c756963650002) /* the scheduler's leader (store_leader_try) */
 
 struct store;
 
@@ -373,6 +374,28 @@ int store_run_get_by_pk(struct store *st, struct store_run *out, int64_t id, str
 /* The DAG's active runs (queued, running, cancelling), oldest first, into mem. */
 int store_runs_active(struct store *st, struct store_run **out, size_t *out_n, const char *dag_id,
                       struct arena *mem);
+/* Every active run (queued, running, cancelling) of every DAG, oldest first, into mem:
+ * what a new leader restores, and how it learns of runs created or cancelled elsewhere. */
+int store_runs_active_all(struct store *st, struct store_run **out, size_t *out_n,
+                          struct arena *mem);
+/*
+ * Asks for the run to be cancelled: a queued or running run becomes cancelling (the
+ * scheduler stops its steps and ends it cancelled). *out_changed (may be NULL) tells
+ * whether it changed; a run already cancelling or ended is left as it is. Returns 0 or
+ * SL_ENOENT (no such run).
+ */
+int store_run_request_cancel(struct store *st, bool *out_changed, const char *dag_id,
+                             const char *run_id);
+
+/*
+ * Tries to become the scheduler's leader: pg_try_advisory_lock(STORE_LOCK_LEADER) on this
+ * session, without waiting. When it is granted the session is bound (store_session_bind):
+ * the lock lives exactly as long as the connection, and once that is lost every call
+ * fails with SL_ECONN, so a scheduler that lost its lock cannot commit. Sets *out_leader.
+ * Returns 0, SL_EINVAL inside a transaction, or SL_ECONN.
+ */
+int store_leader_try(struct store *st, bool *out_leader);
+
 /* How many active runs the DAG has (max_active_runs). */
 int store_runs_active_count(struct store *st, int64_t *out, const char *dag_id);
 

@@ -107,6 +107,7 @@ int store_explain(struct store *st, char **out_json, const struct store_stmt *st
 /* The hot statements, for store_explain() in tests (README.md: "Indexes"). */
 extern const struct store_stmt store_stmt_run_get;
 extern const struct store_stmt store_stmt_runs_active;
+extern const struct store_stmt store_stmt_runs_active_all;
 extern const struct store_stmt store_stmt_runs_active_count;
 extern const struct store_stmt store_stmt_runs_active_counts;
 extern const struct store_stmt store_stmt_dag_last_scheduled;

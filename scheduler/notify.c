@@ -731,6 +731,8 @@ static enum outcome deliver(struct notifier *n, CURL *curl, struct curl_slist *h
     if (res != CURLE_OK) {
         const char *msg =
             errbuf[0] && !reveals_secret(it, errbuf) ? errbuf : curl_easy_strerror(res);
+        if (res == CURLE_ABORTED_BY_CALLBACK) /* on_progress(): notifier_stop()'s deadline */
+            msg = "cut short: the notifier is stopping";
         strbuf_addstr(why, msg);
         /* A URL curl cannot use will not get better by waiting. */
         if (res == CURLE_UNSUPPORTED_PROTOCOL || res == CURLE_URL_MALFORMAT)
@@ -796,6 +798,15 @@ static void after_attempt_locked(struct notifier *n, struct notify_item *it, enu
     }
     int64_t delay = retry_after_ms >= 0 ? retry_after_ms : backoff_ms(o, it->attempts);
     it->due_ms = mono_ms() + delay;
+    if (n->state == NOTIFIER_DRAINING && it->due_ms >= n->drain_deadline_ms) {
+        /* The thread drops it next, with a line of its own. */
+        sl_warn(LOG_COMPONENT,
+                "notification to \"%s\" failed (attempt %d of %d): %s; no time left to retry "
+                "dag_id=%s run_id=%s state=%s",
+                it->origin, it->attempts, o->max_attempts, why, it->dag_id, it->run_id, it->state);
+        enqueue_locked(n, it);
+        return;
+    }
     sl_warn(LOG_COMPONENT,
             "notification to \"%s\" failed (attempt %d of %d): %s; retrying in %lld ms "
             "dag_id=%s run_id=%s state=%s",

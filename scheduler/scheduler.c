@@ -805,7 +805,7 @@ static int become_leader(struct scheduler *s)
 static void sync_dags(struct scheduler *s, int64_t now)
 {
     s->next_sync = now + s->o.dags_interval_ms;
-    if (!s->dags_root)
+    if (!s->dags_root || s->o.no_sync)
         return;
     if (!s->src && registry_dir_source(&s->src, s->dags_root) < 0) {
         sl_warn(COMP, "DAG directory %s cannot be read", s->dags_root);
@@ -1045,6 +1045,12 @@ static bool worker_alive(const struct queue_workers *w, const char *id, int64_t 
     return false;
 }
 
+/* An attempt queued in PostgreSQL whose message is missing from Redis. */
+struct resend {
+    struct srun *run;
+    size_t inst;
+};
+
 static void reconcile(struct scheduler *s, int64_t now)
 {
     s->next_reconcile = now + s->o.reconcile_interval_ms;
@@ -1052,6 +1058,8 @@ static void reconcile(struct scheduler *s, int64_t now)
     s->reconcile_all_queued = false;
     struct queue_workers workers = {0};
     bool have_workers = queue_list_workers(&workers, s->q) == 0;
+    struct resend *resend = NULL;
+    size_t n_resend = 0, alloc_resend = 0;
     size_t budget = 2000; /* messages checked per pass */
     for (size_t k = 0; k < s->n_runs; k++) {
         struct srun *r = s->runs[k];
@@ -1068,12 +1076,8 @@ static void reconcile(struct scheduler *s, int64_t now)
                 bool has = true;
                 if (queue_has_message(&has, s->q, step_queue(r, i), id) < 0 || has)
                     continue;
-                char err[256];
-                cJSON *spec = engine_render_spec(r->er, i, err, sizeof(err));
-                if (spec) {
-                    send_dispatch(s, r, i, spec, true);
-                    cJSON_Delete(spec);
-                }
+                XGROW(resend, alloc_resend, n_resend + 1);
+                resend[n_resend++] = (struct resend){r, i};
             } else if (in->state == ENGINE_RUNNING && have_workers && worker_of(r, i) &&
                        now - in->started_at_ms >= s->o.worker_timeout_ms &&
                        !worker_alive(&workers, worker_of(r, i), s->o.worker_timeout_ms)) {
@@ -1099,6 +1103,30 @@ static void reconcile(struct scheduler *s, int64_t now)
     }
     if (have_workers)
         queue_workers_release(&workers);
+    /*
+     * A message is also missing once its worker finished: the worker publishes the final
+     * event, then acknowledges the message. So resend only when no event waits to be
+     * applied: an attempt whose message was already gone when it was checked, with the
+     * events stream empty after that, really was lost. Otherwise try again shortly.
+     */
+    if (n_resend) {
+        struct queue_stats es;
+        if (queue_event_stats(&es, s->q) == 0 && es.waiting == 0 && es.pending == 0) {
+            for (size_t k = 0; k < n_resend; k++) {
+                char err[256];
+                cJSON *spec = engine_render_spec(resend[k].run->er, resend[k].inst, err,
+                                                 sizeof(err));
+                if (spec) {
+                    send_dispatch(s, resend[k].run, resend[k].inst, spec, true);
+                    cJSON_Delete(spec);
+                }
+            }
+        } else {
+            s->reconcile_all_queued = all;
+            s->next_reconcile = now + 200;
+        }
+    }
+    free(resend);
 }
 
 /* --- the loop ---------------------------------------------------------------------------- */
@@ -1208,8 +1236,10 @@ int scheduler_run(struct scheduler *s)
         iterate(s);
     }
     sl_info(COMP, "%s stopping", s->o.id);
-    if (s->notifier_on)
+    if (s->notifier_on) {
+        notifier_stop(&s->notifier, 5000); /* what is queued gets five seconds */
         notifier_release(&s->notifier);
+    }
     s->notifier_on = false;
     drop_runs(s);
     if (s->src)

@@ -46,7 +46,8 @@ struct scheduler_options {
     int64_t poll_interval_ms;      /* 0: 500 ms */
     const char *api_url;           /* for links in notifications; NULL: none */
     bool no_migrate;               /* check the schema instead of migrating it */
-    bool exit_when_idle;           /* return once no run is active (sluice dag test) */
+    bool no_sync; /* dags_dir only roots {{ dag.dir }}; DAG versions are put by the caller
+                   * (sluice dag test) */
 };
 
 /* What a scheduler did, for logs, tests and benchmarks. Counters only grow. */
@@ -68,8 +69,7 @@ struct scheduler;
 int scheduler_new(struct scheduler **out, const struct scheduler_options *o);
 void scheduler_free(struct scheduler *s);
 
-/* Runs until scheduler_request_stop() (or, with exit_when_idle, until no run is active
- * after the first sync). Blocks; call it from the thread that owns s. */
+/* Runs until scheduler_request_stop(). Blocks; call it from the thread that owns s. */
 int scheduler_run(struct scheduler *s);
 
 /* Asks scheduler_run() to return after its current iteration (within about 100 ms plus

@@ -384,10 +384,12 @@ static void reg_stop(struct reg_entry *e)
     e->used = 0;
 }
 
-/* The registry entry behind a struct's slot, if it is still this server's. */
-static struct reg_entry *reg_get(int slot, pid_t pid)
+/* The registry entry behind a struct's slot, if it is still this server's (running, or
+ * killed and not yet started again: pid 0). */
+static struct reg_entry *reg_get(int slot, pid_t pid, enum reg_kind kind)
 {
-    if (slot < 1 || slot > REG_MAX || !reg[slot - 1].used || reg[slot - 1].pid != pid)
+    if (slot < 1 || slot > REG_MAX || !reg[slot - 1].used || reg[slot - 1].pid != pid ||
+        reg[slot - 1].kind != kind)
         return NULL;
     return &reg[slot - 1];
 }
@@ -797,16 +799,18 @@ static void free_argv(char **argv)
 }
 
 /*
- * Spawns the server on a fresh port until it is ready, retrying when the port turned out
- * to be taken, and sets the registry entry's pid. *out_pid and *out_port are fields of the
- * struct that def->ctx points to, set during each attempt because is_ready() reads them;
- * after a failure *out_pid is 0.
+ * Spawns the server until it is ready and sets the registry entry's pid. With fixed_port 0
+ * it picks a fresh port each attempt, retrying when the port turned out to be taken; with
+ * a fixed port (a restart) it makes one attempt and returns SL_EEXIST if the port is
+ * taken. *out_pid and *out_port are fields of the struct that def->ctx points to, set
+ * during each attempt because is_ready() reads them; after a failure *out_pid is 0.
  */
-static int start_server(pid_t *out_pid, int *out_port, int slot, const struct server_def *def)
+static int start_server(pid_t *out_pid, int *out_port, int slot, const struct server_def *def,
+                        int fixed_port)
 {
     long long t0 = now_ms();
     for (int attempt = 1;; attempt++) {
-        int port, result = pick_port(&port);
+        int port = fixed_port, result = fixed_port ? 0 : pick_port(&port);
         if (result < 0)
             return result;
         int log_fd = open(def->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -845,7 +849,13 @@ static int start_server(pid_t *out_pid, int *out_port, int slot, const struct se
         }
         e->pid = *out_pid = 0;
         if (w == WAIT_EXITED) { /* and reaped by wait_ready() */
-            if (attempt < PORT_ATTEMPTS && file_contains(def->log_path, log_start, "in use")) {
+            int in_use = file_contains(def->log_path, log_start, "in use");
+            if (fixed_port && in_use) {
+                fprintf(stderr, "harness: %s: port %d is taken by another process\n", def->what,
+                        port);
+                return SL_EEXIST;
+            }
+            if (!fixed_port && attempt < PORT_ATTEMPTS && in_use) {
                 fprintf(stderr, "harness: %s: port %d taken, retrying\n", def->what, port);
                 continue;
             }
@@ -863,11 +873,16 @@ static int start_server(pid_t *out_pid, int *out_port, int slot, const struct se
 
 /* --- PostgreSQL ------------------------------------------------------------------------ */
 
-/* Appended to the template's postgresql.conf: fast and disposable, never durable. */
+/*
+ * Appended to the template's postgresql.conf: fast and disposable, never durable across a
+ * machine crash. synchronous_commit stays on: with fsync off it costs one write(2) of the
+ * WAL per commit, and it is what makes every committed transaction survive the crash of
+ * the server's processes (harness_pg_kill() with HARNESS_PG_RESTART_CRASH), as in
+ * production; off, the last commits could still sit in shared memory and die with it.
+ */
 static const char pg_conf[] = "\n# --- tests/harness: fast, disposable, not crash-safe ---\n"
                               "fsync = off\n"
                               "full_page_writes = off\n"
-                              "synchronous_commit = off\n"
                               "wal_level = minimal\n"
                               "max_wal_senders = 0\n"
                               "max_connections = 200\n"
@@ -1012,14 +1027,18 @@ static char **pg_build_argv(void *ctx, int port)
     return argv;
 }
 
-/* Ready when postmaster.pid's status line (line 8) says so, as pg_ctl -w checks. */
+/*
+ * Ready when postmaster.pid's status line (line 8) says so, as pg_ctl -w checks, and its
+ * first line is this postmaster's pid: after a crash the file of the dead one, which said
+ * "ready" too, stays until the new postmaster replaces it.
+ */
 static int pg_is_ready(const void *ctx)
 {
     const struct harness_pg *pg = ctx;
     char *pidfile = xasprintf("%s/postmaster.pid", pg->data_dir);
     struct strbuf sb = STRBUF_INIT;
     int ready = 0;
-    if (strbuf_read_file(&sb, pidfile, 1 << 16) == 0) {
+    if (strbuf_read_file(&sb, pidfile, 1 << 16) == 0 && strtol(sb.buf, NULL, 10) == pg->pid) {
         const char *line = sb.buf;
         for (int i = 1; i < 8 && line; i++) {
             line = strchr(line, '\n');
@@ -1041,6 +1060,21 @@ static void pg_free(struct harness_pg *pg)
     free(pg->url);
     free(pg->tcp_url);
     memset(pg, 0, sizeof(*pg));
+}
+
+static struct server_def pg_server_def(struct harness_pg *pg)
+{
+    struct server_def def = {.what = "postgres",
+                             .kind = REG_PG,
+                             .stop_signal = SIGQUIT,
+                             .as_server_user = 1,
+                             .build_argv = pg_build_argv,
+                             .is_ready = pg_is_ready,
+                             .ctx = pg,
+                             .env = server_env,
+                             .cwd = pg->dir,
+                             .log_path = pg->log_path};
+    return def;
 }
 
 int harness_pg_start(struct harness_pg *pg)
@@ -1094,17 +1128,8 @@ int harness_pg_start(struct harness_pg *pg)
         goto cleanup;
     long long t_copy = now_ms();
 
-    struct server_def def = {.what = "postgres",
-                             .kind = REG_PG,
-                             .stop_signal = SIGQUIT,
-                             .as_server_user = 1,
-                             .build_argv = pg_build_argv,
-                             .is_ready = pg_is_ready,
-                             .ctx = &p,
-                             .env = server_env,
-                             .cwd = p.dir,
-                             .log_path = p.log_path};
-    result = start_server(&p.pid, &p.port, p.slot, &def);
+    struct server_def def = pg_server_def(&p);
+    result = start_server(&p.pid, &p.port, p.slot, &def, 0);
     if (result < 0)
         goto cleanup;
     p.url = xasprintf("postgresql:///%s?host=%s&port=%d&user=%s", HARNESS_PG_DBNAME, p.socket_dir,
@@ -1125,11 +1150,11 @@ cleanup:
 }
 
 /* The registry entry for a struct about to be stopped, or an error if not ours. */
-static int stop_entry(const char *what, int slot, pid_t pid)
+static int stop_entry(const char *what, enum reg_kind kind, int slot, pid_t pid)
 {
     if (!slot)
         return 0;
-    struct reg_entry *e = reg_get(slot, pid);
+    struct reg_entry *e = reg_get(slot, pid, kind);
     if (!e)
         return 0; /* already stopped by harness_stop_all() */
     if (e->owner != getpid()) {
@@ -1143,7 +1168,7 @@ static int stop_entry(const char *what, int slot, pid_t pid)
 
 int harness_pg_stop(struct harness_pg *pg)
 {
-    int result = stop_entry("postgres", pg->slot, pg->pid);
+    int result = stop_entry("postgres", REG_PG, pg->slot, pg->pid);
     if (result == 0)
         pg_free(pg);
     return result;
@@ -1333,6 +1358,20 @@ static void redis_free(struct harness_redis *r)
     memset(r, 0, sizeof(*r));
 }
 
+static struct server_def redis_server_def(struct harness_redis *r)
+{
+    struct server_def def = {.what = "redis",
+                             .kind = REG_REDIS,
+                             .stop_signal = SIGTERM,
+                             .build_argv = redis_build_argv,
+                             .is_ready = redis_is_ready,
+                             .ctx = r,
+                             .env = server_env,
+                             .cwd = r->dir,
+                             .log_path = r->log_path};
+    return def;
+}
+
 int harness_redis_start(struct harness_redis *r)
 {
     struct harness_redis s = {0};
@@ -1350,16 +1389,8 @@ int harness_redis_start(struct harness_redis *r)
         goto cleanup;
     s.socket_path = xasprintf("%s/redis.sock", s.dir);
     s.log_path = xasprintf("%s/redis.log", s.dir);
-    struct server_def def = {.what = "redis",
-                             .kind = REG_REDIS,
-                             .stop_signal = SIGTERM,
-                             .build_argv = redis_build_argv,
-                             .is_ready = redis_is_ready,
-                             .ctx = &s,
-                             .env = server_env,
-                             .cwd = s.dir,
-                             .log_path = s.log_path};
-    result = start_server(&s.pid, &s.port, s.slot, &def);
+    struct server_def def = redis_server_def(&s);
+    result = start_server(&s.pid, &s.port, s.slot, &def, 0);
     if (result < 0)
         goto cleanup;
     *r = s;
@@ -1373,10 +1404,194 @@ cleanup:
 
 int harness_redis_stop(struct harness_redis *r)
 {
-    int result = stop_entry("redis", r->slot, r->pid);
+    int result = stop_entry("redis", REG_REDIS, r->slot, r->pid);
     if (result == 0)
         redis_free(r);
     return result;
+}
+
+/* --- Restarts ---------------------------------------------------------------------------- */
+
+/*
+ * Whether a process of group pgid is still alive. A zombie does not count: it has already
+ * let go of its memory (and so of PostgreSQL's shared memory), its sockets and its files.
+ * The postmaster's backends are not our children: once it is gone they are re-parented,
+ * and may linger as zombies of an init that does not reap.
+ */
+static int group_alive(pid_t pgid)
+{
+    DIR *d = opendir("/proc");
+    if (!d)
+        return kill(-pgid, 0) == 0;
+    int alive = 0;
+    struct dirent *de;
+    while (!alive && (de = readdir(d)) != NULL) {
+        char *end;
+        long pid = strtol(de->d_name, &end, 10);
+        if (pid <= 0 || *end)
+            continue;
+        char path[64];
+        snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+        struct strbuf sb = STRBUF_INIT;
+        if (strbuf_read_file(&sb, path, 1 << 16) == 0) {
+            /* "pid (comm) state ppid pgrp ...": comm may hold anything, even ")". */
+            const char *rp = strrchr(sb.buf, ')');
+            if (rp && rp[1] == ' ' && rp[2] && rp[3] == ' ') {
+                char state = rp[2], *after_ppid;
+                (void)strtol(rp + 4, &after_ppid, 10); /* ppid, not needed */
+                long pgrp = strtol(after_ppid, NULL, 10);
+                alive = pgrp == (long)pgid && state != 'Z' && state != 'X';
+            }
+        }
+        strbuf_release(&sb);
+    }
+    closedir(d);
+    return alive;
+}
+
+/* Waits until group_alive(pgid) is false; SL_ETIMEDOUT after STOP_TIMEOUT_MS. */
+static int wait_group_gone(const char *what, pid_t pgid)
+{
+    long long deadline = now_ms() + STOP_TIMEOUT_MS;
+    while (group_alive(pgid)) {
+        if (now_ms() > deadline) {
+            fprintf(stderr, "harness: %s group %ld still alive after SIGKILL\n", what, (long)pgid);
+            return SL_ETIMEDOUT;
+        }
+        sleep_ms(2);
+    }
+    return 0;
+}
+
+/*
+ * The registry entry of a server the caller may kill or start again: started by this
+ * process, and (want_running) running or (!want_running) killed. Prints why not.
+ */
+static int restart_entry(struct reg_entry **out, const char *what, enum reg_kind kind, int slot,
+                         pid_t pid, int want_running)
+{
+    struct reg_entry *e = reg_get(slot, pid, kind);
+    if (!e) {
+        fprintf(stderr, "harness: %s was never started, or was stopped\n", what);
+        return SL_EINVAL;
+    }
+    if (e->owner != getpid()) {
+        fprintf(stderr, "harness: %s pid=%ld belongs to process %ld, not %ld\n", what, (long)pid,
+                (long)e->owner, (long)getpid());
+        return SL_EINVAL;
+    }
+    if (want_running != (pid > 0)) {
+        fprintf(stderr, "harness: %s is %s\n", what,
+                pid > 0 ? "running: kill it before starting it again" : "not running");
+        return SL_EINVAL;
+    }
+    *out = e;
+    return 0;
+}
+
+/* SIGKILLs the whole group of e's server, reaps the leader, and waits for the rest. */
+static int crash_entry(struct reg_entry *e, const char *what)
+{
+    pid_t pid = e->pid;
+    int status;
+    kill(-pid, SIGKILL);
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    e->pid = 0;
+    return wait_group_gone(what, pid);
+}
+
+int harness_pg_kill(struct harness_pg *pg, int mode)
+{
+    struct reg_entry *e;
+    int result = restart_entry(&e, "postgres", REG_PG, pg->slot, pg->pid, 1);
+    if (result < 0)
+        return result;
+    pid_t pid = pg->pid;
+    if (mode == HARNESS_PG_RESTART_FAST) {
+        /* What pg_ctl stop -m fast sends: backends end, a checkpoint, a clean exit. */
+        e->stop_signal = SIGINT;
+        kill_and_reap(e);
+        e->stop_signal = SIGQUIT;
+        result = wait_group_gone("postgres", pid);
+    } else if (mode == HARNESS_PG_RESTART_CRASH) {
+        result = crash_entry(e, "postgres");
+        /* The System V interlock segment outlives a SIGKILL. The next postmaster would
+         * remove it itself (nobody is attached), but a test may stop here for good. */
+        pg_remove_sysv_shm(e->dir);
+    } else {
+        fprintf(stderr, "harness: unknown restart mode %d\n", mode);
+        return SL_EINVAL;
+    }
+    pg->pid = 0;
+    return result;
+}
+
+int harness_pg_start_again(struct harness_pg *pg)
+{
+    struct reg_entry *e;
+    int result = restart_entry(&e, "postgres", REG_PG, pg->slot, pg->pid, 0);
+    if (result < 0)
+        return result;
+    struct server_def def = pg_server_def(pg);
+    int port = pg->port;
+    result = start_server(&pg->pid, &pg->port, pg->slot, &def, port);
+    pg->port = port; /* unchanged, whatever happened */
+    return result;
+}
+
+int harness_pg_restart(struct harness_pg *pg, int mode)
+{
+    int result = harness_pg_kill(pg, mode);
+    return result < 0 ? result : harness_pg_start_again(pg);
+}
+
+int harness_redis_kill(struct harness_redis *r, int keep_data)
+{
+    struct reg_entry *e;
+    int result = restart_entry(&e, "redis", REG_REDIS, r->slot, r->pid, 1);
+    if (result < 0)
+        return result;
+    char *dump = xasprintf("%s/dump.rdb", r->dir);
+    if (keep_data) {
+        /* Redis runs without persistence: write a snapshot for the next start to load. */
+        const char *save[] = {"SAVE"};
+        char *reply = NULL;
+        result = redis_commandv(&reply, r->socket_path, REDIS_TIMEOUT_MS, save, 1);
+        if (result == 0 && strcmp(reply, "+OK\r\n") != 0) {
+            fprintf(stderr, "harness: redis SAVE answered %s", reply);
+            result = SL_EIO;
+        }
+        free(reply);
+    }
+    if (result == 0)
+        result = crash_entry(e, "redis");
+    if (result == 0 && !keep_data && unlink(dump) < 0 && errno != ENOENT)
+        result = SL_EIO;
+    if (e->pid == 0)
+        r->pid = 0;
+    free(dump);
+    return result;
+}
+
+int harness_redis_start_again(struct harness_redis *r)
+{
+    struct reg_entry *e;
+    int result = restart_entry(&e, "redis", REG_REDIS, r->slot, r->pid, 0);
+    if (result < 0)
+        return result;
+    unlink(r->socket_path); /* the dead server's; Redis would replace it too */
+    struct server_def def = redis_server_def(r);
+    int port = r->port;
+    result = start_server(&r->pid, &r->port, r->slot, &def, port);
+    r->port = port;
+    return result;
+}
+
+int harness_redis_restart(struct harness_redis *r, int keep_data)
+{
+    int result = harness_redis_kill(r, keep_data);
+    return result < 0 ? result : harness_redis_start_again(r);
 }
 
 /* --- Git ------------------------------------------------------------------------------- */
@@ -1526,7 +1741,7 @@ int harness_git_start(struct harness_git *g)
                              .env = git_env,
                              .cwd = s.dir,
                              .log_path = s.log_path};
-    result = start_server(&s.pid, &s.port, s.slot, &def);
+    result = start_server(&s.pid, &s.port, s.slot, &def, 0);
     if (result < 0)
         goto cleanup;
     *g = s;
@@ -1540,7 +1755,7 @@ cleanup:
 
 int harness_git_stop(struct harness_git *g)
 {
-    int result = stop_entry("git-daemon", g->slot, g->pid);
+    int result = stop_entry("git-daemon", REG_GIT, g->slot, g->pid);
     if (result == 0)
         git_free(g);
     return result;

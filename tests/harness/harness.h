@@ -8,9 +8,16 @@
  * outside that directory is touched, so any number of runs can share a machine.
  *
  * Who may call what: every function here is for test code only and is not thread-safe.
- * A server belongs to the process that started it (its "owner"); only the owner may stop
- * it. Processes forked from the owner (Check's per-test children) may use a server freely
- * - its URL, socket and port are plain data in the struct they inherited.
+ * A server belongs to the process that started it (its "owner"); only the owner may stop,
+ * kill or start it again. Processes forked from the owner (Check's per-test children) may
+ * use a server freely - its URL, socket and port are plain data in the struct they
+ * inherited. A fault test that restarts a server therefore starts its own, in the test.
+ *
+ * Restarts: *_kill() takes a server down and keeps its directory, port and socket;
+ * *_start_again() brings it back on the same addresses, so clients reconnect to the URL
+ * they have. *_restart() does both; the split lets a test keep a server away for a while.
+ * A killed server is "registered but not running": pid 0, everything else in place, and
+ * *_stop() still removes its directory.
  *
  * Cleanup, in order of preference (tests/harness/README.md has the details):
  *   1. *_stop() in the test or its unchecked teardown;
@@ -78,6 +85,32 @@ int harness_pg_stop(struct harness_pg *pg);
  * if none is installed. Static storage. */
 const char *harness_pg_bindir(void);
 
+/* How harness_pg_kill() and harness_pg_restart() take the server down. */
+#define HARNESS_PG_RESTART_FAST  1 /* pg_ctl stop -m fast: SIGINT, clean shutdown, checkpoint */
+#define HARNESS_PG_RESTART_CRASH 2 /* SIGKILL of the whole group: the next start recovers */
+
+/*
+ * Takes a running server down, as mode says, and keeps everything else: the data
+ * directory, the port, the socket, the URLs and the registration (so *_stop() and the
+ * exit handlers still clean up). Blocks until every process of the server is gone.
+ * Clients see their connections fail; new connections are refused (TCP) or fail to find
+ * the socket's server until harness_pg_start_again(). pg->pid is 0 afterwards.
+ * Returns 0; SL_EINVAL if pg is not running, mode is unknown or the caller is not the
+ * owner (nothing is done); SL_ETIMEDOUT if a process of the server would not die.
+ */
+int harness_pg_kill(struct harness_pg *pg, int mode);
+/*
+ * Starts a server taken down by harness_pg_kill() again on the same data directory, port
+ * and socket; after a CRASH it runs crash recovery first. Data committed before the kill
+ * is there. Blocks until it accepts connections. Returns 0; SL_EINVAL (not killed, or not
+ * the owner); SL_EEXIST if another process took the port meanwhile (the server is still
+ * down, and the call may be repeated once the port is free); SL_EIO or SL_ETIMEDOUT as
+ * harness_pg_start() (the log is printed).
+ */
+int harness_pg_start_again(struct harness_pg *pg);
+/* harness_pg_kill(pg, mode), then harness_pg_start_again(pg). */
+int harness_pg_restart(struct harness_pg *pg, int mode);
+
 /* --- Redis ---------------------------------------------------------------------------- */
 
 struct harness_redis {
@@ -104,6 +137,20 @@ int harness_redis_stop(struct harness_redis *r);
  */
 int harness_redis_command(char **out_reply, const struct harness_redis *r, const char *arg, ...)
     __attribute__((sentinel));
+/*
+ * Kills a running Redis with SIGKILL, a crash, keeping its directory, port, socket path and
+ * registration. keep_data == 0: the next start comes back empty, as a Redis without
+ * persistence does after a crash. keep_data != 0: a snapshot is written first (SAVE) and
+ * the next start loads it. r->pid is 0 afterwards. Returns 0; SL_EINVAL (not running, or
+ * not the owner); SL_EIO, SL_ECONN or SL_ETIMEDOUT if the snapshot failed (the server is
+ * then still running) or the server would not die.
+ */
+int harness_redis_kill(struct harness_redis *r, int keep_data);
+/* Starts a Redis killed by harness_redis_kill() again on the same unix socket and TCP
+ * port. Returns as harness_pg_start_again(): SL_EEXIST if the port was taken meanwhile. */
+int harness_redis_start_again(struct harness_redis *r);
+/* harness_redis_kill(r, keep_data), then harness_redis_start_again(r). */
+int harness_redis_restart(struct harness_redis *r, int keep_data);
 
 /* --- Git ------------------------------------------------------------------------------ */
 

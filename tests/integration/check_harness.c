@@ -6,20 +6,28 @@
  * clients: psql, raw RESP and redis-cli, git push and git ls-remote. The "lifecycle" case
  * starts servers inside tests and checks that nothing survives a stop, or an owner that
  * exits without stopping them, fails like a ck_assert in a forked test, or is killed.
+ * The "restart" case starts servers inside each test (only the owner may restart one) and
+ * takes them down and back up on the same addresses: data kept or not, clients that
+ * reconnect, and a port taken by someone else while the server was away.
  */
 #include "tests/harness/harness.h"
 #include "common/error.h"
 #include "common/strbuf.h"
 #include "common/xalloc.h"
+#include "store/store.h"
 #include "tests/testutil.h"
 
+#include <arpa/inet.h>
 #include <check.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -85,16 +93,9 @@ START_TEST(test_pg_psql_roundtrip)
     free(err);
 
     /* Over TCP too, as the predictable superuser, with the fast settings in effect. */
-    char *tcp_argv[] = {psql,
-                        "-X",
-                        "-A",
-                        "-t",
-                        "-d",
-                        pg.tcp_url,
-                        "-c",
-                        "SELECT current_user || ' ' || current_database() || ' ' || "
-                        "current_setting('fsync') || ' ' || current_setting('TimeZone')",
-                        NULL};
+    char *settings = "SELECT current_user || ' ' || current_database() || ' ' || "
+                     "current_setting('fsync') || ' ' || current_setting('TimeZone')";
+    char *tcp_argv[] = {psql, "-X", "-A", "-t", "-d", pg.tcp_url, "-c", settings, NULL};
     rc = test_run(tcp_argv, &out, &err);
     ck_assert_msg(rc == 0, "psql over tcp failed (%d): %s", rc, err);
     ck_assert_str_eq(out, HARNESS_PG_USER " " HARNESS_PG_DBNAME " off UTC\n");
@@ -287,18 +288,25 @@ START_TEST(test_non_owner_cannot_stop)
 {
     /* pg belongs to the runner; a process forked from it may use pg but not stop it. The
      * explicit fork keeps this true when Check itself does not fork (CK_FORK=no). */
-    fprintf(stderr, "(the next \"belongs to process\" message is expected)\n");
+    fprintf(stderr, "(the next \"belongs to process\" messages are expected)\n");
     fflush(NULL);
     pid_t child = fork();
     ck_assert_int_ge(child, 0);
     if (child == 0) {
         struct harness_pg copy = pg;
-        _exit(harness_pg_stop(&copy) == SL_EINVAL ? 0 : 1);
+        struct harness_redis rcopy = redis;
+        int ok = harness_pg_stop(&copy) == SL_EINVAL &&
+                 harness_pg_kill(&copy, HARNESS_PG_RESTART_CRASH) == SL_EINVAL &&
+                 harness_pg_restart(&copy, HARNESS_PG_RESTART_FAST) == SL_EINVAL &&
+                 harness_redis_kill(&rcopy, 0) == SL_EINVAL &&
+                 harness_redis_restart(&rcopy, 1) == SL_EINVAL;
+        _exit(ok ? 0 : 1);
     }
     int status;
     ck_assert_int_eq(waitpid(child, &status, 0), child);
     ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     ck_assert(kill(pg.pid, 0) == 0);
+    ck_assert(kill(redis.pid, 0) == 0);
 }
 END_TEST
 
@@ -394,6 +402,270 @@ START_TEST(test_owner_gone_servers_die)
 }
 END_TEST
 
+/* --- restarts -------------------------------------------------------------------------- */
+
+/* Runs sql through psql on p's unix socket; returns psql's exit status, *out its output. */
+static int psql_run(const struct harness_pg *p, const char *sql, char **out)
+{
+    char *psql = psql_path(), *err = NULL;
+    char *argv[] = {psql, "-X",   "-q", "-A",        "-t", "-v", "ON_ERROR_STOP=1",
+                    "-d", p->url, "-c", (char *)sql, NULL};
+    int rc = test_run(argv, out, &err);
+    if (rc != 0)
+        fprintf(stderr, "(psql: %s)\n", err);
+    free(err);
+    free(psql);
+    return rc;
+}
+
+static void psql_ok(const struct harness_pg *p, const char *sql, const char *want)
+{
+    char *out = NULL;
+    ck_assert_int_eq(psql_run(p, sql, &out), 0);
+    if (want)
+        ck_assert_str_eq(out, want);
+    free(out);
+}
+
+static struct store *open_store(const struct harness_pg *p)
+{
+    struct store_options o = STORE_OPTIONS_INIT;
+    o.reconnect_wait_ms = 30000;
+    o.reconnect_delay_ms = 20;
+    o.reconnect_max_delay_ms = 200;
+    struct store *st = NULL;
+    struct strbuf err = STRBUF_INIT;
+    int rc = store_open(&st, p->url, &o, &err);
+    ck_assert_msg(rc == 0, "store_open: %s", err.buf);
+    strbuf_release(&err);
+    return st;
+}
+
+/* _i: 0 a fast shutdown, 1 a crash. */
+START_TEST(test_pg_restart_keeps_data)
+{
+    int mode = _i == 0 ? HARNESS_PG_RESTART_FAST : HARNESS_PG_RESTART_CRASH;
+    struct harness_pg p;
+    ck_assert_int_eq(harness_pg_start(&p), 0);
+    struct store *st = open_store(&p);
+    int version = -1;
+    ck_assert_int_eq(store_migrate(st, &version, NULL), 0);
+    uint64_t generation = store_generation(st);
+    psql_ok(&p, "CREATE TABLE restart_kv (k text PRIMARY KEY, v integer NOT NULL)", NULL);
+    /* The last commit before the server goes down survives it, crash or not. */
+    psql_ok(&p, "INSERT INTO restart_kv VALUES ('answer', 42)", NULL);
+
+    pid_t old_pid = p.pid;
+    int port = p.port;
+    char *url = xstrdup(p.url), *dir = xstrdup(p.dir);
+    ck_assert_int_eq(harness_pg_restart(&p, mode), 0);
+    ck_assert(p.pid > 0 && p.pid != old_pid);
+    ck_assert(process_gone(old_pid) || waitpid(old_pid, NULL, WNOHANG) < 0);
+    ck_assert_int_eq(p.port, port);
+    ck_assert_str_eq(p.url, url);
+    ck_assert_str_eq(p.dir, dir);
+    psql_ok(&p, "SELECT v FROM restart_kv WHERE k = 'answer'", "42\n");
+    if (mode == HARNESS_PG_RESTART_CRASH) {
+        char *log = test_read_file(p.log_path, NULL);
+        ck_assert_msg(strstr(log, "was not properly shut down") || strstr(log, "interrupted"),
+                      "no crash recovery in the log");
+        free(log);
+    }
+
+    /* The store's connection died with the server; its next call reconnects. */
+    int again = -1;
+    ck_assert_int_eq(store_schema_version(st, &again), 0);
+    ck_assert_int_eq(again, version);
+    ck_assert_uint_gt(store_generation(st), generation);
+    store_close(st);
+
+    /* Over TCP too, on the same port. */
+    char *psql = psql_path(), *out = NULL;
+    char *argv[] = {
+        psql, "-X", "-A", "-t", "-d", p.tcp_url, "-c", "SELECT count(*) FROM restart_kv", NULL};
+    ck_assert_int_eq(test_run(argv, &out, NULL), 0);
+    ck_assert_str_eq(out, "1\n");
+    free(out);
+    free(psql);
+    free(url);
+    free(dir);
+    ck_assert_int_eq(harness_pg_stop(&p), 0);
+}
+END_TEST
+
+struct slow_call {
+    struct store *st;
+    int rc;
+    int version;
+};
+
+static void *call_while_down(void *arg)
+{
+    struct slow_call *c = arg;
+    c->rc = store_schema_version(c->st, &c->version);
+    return NULL;
+}
+
+START_TEST(test_pg_away_for_a_while)
+{
+    struct harness_pg p;
+    ck_assert_int_eq(harness_pg_start(&p), 0);
+    struct store *st = open_store(&p);
+    int version = -1;
+    ck_assert_int_eq(store_migrate(st, &version, NULL), 0);
+    psql_ok(&p, "CREATE TABLE away (n integer)", NULL);
+    psql_ok(&p, "INSERT INTO away VALUES (1)", NULL);
+
+    ck_assert_int_eq(harness_pg_kill(&p, HARNESS_PG_RESTART_CRASH), 0);
+    ck_assert_int_eq(p.pid, 0);
+    ck_assert(dir_exists(p.data_dir));
+    /* Misuse is refused, and changes nothing. */
+    ck_assert_int_eq(harness_pg_kill(&p, HARNESS_PG_RESTART_FAST), SL_EINVAL);
+    fprintf(stderr, "(the next psql failure is expected)\n");
+    ck_assert_int_ne(psql_run(&p, "SELECT 1", NULL), 0);
+
+    /* A client keeps trying while the server is away, and gets through once it is back. */
+    struct slow_call call = {st, -1, -1};
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, call_while_down, &call), 0);
+    nanosleep(&(struct timespec){0, 300 * 1000000L}, NULL);
+    ck_assert_int_eq(harness_pg_start_again(&p), 0);
+    ck_assert_int_eq(harness_pg_start_again(&p), SL_EINVAL); /* already running */
+    pthread_join(t, NULL);
+    ck_assert_msg(call.rc == 0, "store_schema_version = %d: %s", call.rc, store_errmsg(st));
+    ck_assert_int_eq(call.version, version);
+    store_close(st);
+    psql_ok(&p, "SELECT n FROM away", "1\n");
+
+    /* A server that is down may be stopped: its directory goes. */
+    char *dir = xstrdup(p.dir);
+    ck_assert_int_eq(harness_pg_kill(&p, HARNESS_PG_RESTART_FAST), 0);
+    ck_assert_int_eq(harness_pg_stop(&p), 0);
+    ck_assert(p.dir == NULL && !dir_exists(dir));
+    ck_assert_int_eq(harness_pg_kill(&p, HARNESS_PG_RESTART_CRASH), SL_EINVAL); /* zeroed */
+    free(dir);
+}
+END_TEST
+
+/* Listens on 127.0.0.1:port, as some other program that took the port would. */
+static int take_port(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(fd, 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)); /* past TIME_WAIT */
+    struct sockaddr_in sa = {0};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sa.sin_port = htons((unsigned short)port);
+    ck_assert_msg(bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0, "bind port %d: %s", port,
+                  strerror(errno));
+    ck_assert_int_eq(listen(fd, 4), 0);
+    return fd;
+}
+
+START_TEST(test_pg_port_taken)
+{
+    struct harness_pg p;
+    ck_assert_int_eq(harness_pg_start(&p), 0);
+    psql_ok(&p, "CREATE TABLE taken (n integer)", NULL);
+    ck_assert_int_eq(harness_pg_kill(&p, HARNESS_PG_RESTART_FAST), 0);
+    int fd = take_port(p.port);
+    fprintf(stderr, "(the next \"port ... is taken\" message is expected)\n");
+    ck_assert_int_eq(harness_pg_start_again(&p), SL_EEXIST);
+    ck_assert_int_eq(p.pid, 0);
+    close(fd);
+    ck_assert_int_eq(harness_pg_start_again(&p), 0);
+    psql_ok(&p, "SELECT count(*) FROM taken", "0\n");
+    ck_assert_int_eq(harness_pg_stop(&p), 0);
+}
+END_TEST
+
+/* A raw RESP command over TCP to 127.0.0.1:port; returns the reply (caller frees). */
+static char *redis_tcp(int port, const char *inline_cmd)
+{
+    char *cli = harness_which("redis-cli"), *port_s = xasprintf("%d", port), *out = NULL;
+    ck_assert_msg(cli != NULL, "redis-cli not found (Debian package redis-tools)");
+    char *argv[] = {cli, "-h", HARNESS_LOOPBACK, "-p", port_s, (char *)inline_cmd, NULL};
+    ck_assert_int_eq(test_run(argv, &out, NULL), 0);
+    free(port_s);
+    free(cli);
+    return out;
+}
+
+static void redis_expect(const struct harness_redis *r, const char *want, const char *a,
+                         const char *b, const char *c)
+{
+    char *reply = NULL;
+    ck_assert_int_eq(harness_redis_command(&reply, r, a, b, c, NULL), 0);
+    ck_assert_str_eq(reply, want);
+    free(reply);
+}
+
+START_TEST(test_redis_restart)
+{
+    struct harness_redis r;
+    ck_assert_int_eq(harness_redis_start(&r), 0);
+    redis_expect(&r, "+OK\r\n", "SET", "restart:k", "v1");
+    pid_t old_pid = r.pid;
+    int port = r.port;
+    char *sock = xstrdup(r.socket_path);
+
+    /* Without persistence a crashed Redis comes back empty, where it was. */
+    ck_assert_int_eq(harness_redis_restart(&r, 0), 0);
+    ck_assert(r.pid > 0 && r.pid != old_pid);
+    ck_assert_int_eq(r.port, port);
+    ck_assert_str_eq(r.socket_path, sock);
+    redis_expect(&r, "$-1\r\n", "GET", "restart:k", NULL);
+    redis_expect(&r, ":0\r\n", "DBSIZE", NULL, NULL);
+    char *out = redis_tcp(port, "PING");
+    ck_assert_str_eq(out, "PONG\n");
+    free(out);
+
+    /* keep_data: what was there before is there after. */
+    redis_expect(&r, "+OK\r\n", "SET", "restart:k", "v2");
+    ck_assert_int_eq(harness_redis_restart(&r, 1), 0);
+    redis_expect(&r, "$2\r\nv2\r\n", "GET", "restart:k", NULL);
+    /* ...and the next crash without it empties it again, snapshot or not. */
+    ck_assert_int_eq(harness_redis_restart(&r, 0), 0);
+    redis_expect(&r, ":0\r\n", "DBSIZE", NULL, NULL);
+
+    free(sock);
+    ck_assert_int_eq(harness_redis_stop(&r), 0);
+}
+END_TEST
+
+START_TEST(test_redis_away_and_port_taken)
+{
+    struct harness_redis r;
+    ck_assert_int_eq(harness_redis_start(&r), 0);
+    redis_expect(&r, "+OK\r\n", "SET", "away:k", "v");
+    pid_t old_pid = r.pid;
+    ck_assert_int_eq(harness_redis_kill(&r, 0), 0);
+    ck_assert(r.pid == 0 && process_gone(old_pid));
+    ck_assert_int_eq(harness_redis_kill(&r, 0), SL_EINVAL); /* not running */
+    char *reply = NULL;
+    ck_assert_int_eq(harness_redis_command(&reply, &r, "PING", NULL), SL_ECONN);
+
+    /* Someone took the port meanwhile: a clear error, at once, and the server stays down. */
+    int fd = take_port(r.port);
+    fprintf(stderr, "(the next \"port ... is taken\" message is expected)\n");
+    ck_assert_int_eq(harness_redis_start_again(&r), SL_EEXIST);
+    ck_assert_int_eq(r.pid, 0);
+    close(fd);
+    ck_assert_int_eq(harness_redis_start_again(&r), 0);
+    redis_expect(&r, "+PONG\r\n", "PING", NULL, NULL);
+    redis_expect(&r, "$-1\r\n", "GET", "away:k", NULL);
+
+    /* Killed and never started again: stop still cleans up. */
+    char *dir = xstrdup(r.dir);
+    ck_assert_int_eq(harness_redis_kill(&r, 1), 0);
+    ck_assert_int_eq(harness_redis_stop(&r), 0);
+    ck_assert(!dir_exists(dir));
+    free(dir);
+}
+END_TEST
+
 Suite *suite_integration_harness(void)
 {
     Suite *s = suite_create("integration_harness");
@@ -413,6 +685,15 @@ Suite *suite_integration_harness(void)
     tcase_add_test(tc, test_stop_removes_dirs_and_processes);
     tcase_add_test(tc, test_owner_exit_stops_servers);
     tcase_add_loop_test(tc, test_owner_gone_servers_die, 0, 2);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("restart");
+    tcase_set_timeout(tc, 120);
+    tcase_add_loop_test(tc, test_pg_restart_keeps_data, 0, 2);
+    tcase_add_test(tc, test_pg_away_for_a_while);
+    tcase_add_test(tc, test_pg_port_taken);
+    tcase_add_test(tc, test_redis_restart);
+    tcase_add_test(tc, test_redis_away_and_port_taken);
     suite_add_tcase(s, tc);
     return s;
 }

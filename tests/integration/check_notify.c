@@ -984,6 +984,34 @@ START_TEST(test_stop_drops_after_deadline)
 }
 END_TEST
 
+START_TEST(test_stop_cuts_request_short)
+{
+    /* The server never answers in time; the notifier's own timeout is the default 10 s. */
+    static const struct reply script[] = {{200, NULL, 0, 1}};
+    struct http_server srv;
+    http_server_start(&srv, script, 1);
+    char *url = server_url(&srv, "/h");
+    struct notifier nt = {0};
+    ck_assert_int_eq(notifier_start(&nt, NULL), 0);
+    struct notify_event ev = event("r-hung", "failed", url);
+    ck_assert_int_eq(notifier_send(&nt, &ev), 0);
+    wait_requests(&srv, 1);
+    int64_t t0 = now_ms();
+    notifier_stop(&nt, 200);
+    int64_t took = now_ms() - t0;
+    /* About 200 ms plus libcurl's once-a-second progress check; far below 10 s anyway. */
+    ck_assert_msg(took < 8000, "notifier_stop(200) took %lld ms", (long long)took);
+    struct notifier_stats st;
+    notifier_stats(&nt, &st);
+    ck_assert_uint_eq(st.dropped, 1);
+    ck_assert_uint_eq(st.delivered, 0);
+    http_server_release(&srv);
+    notifier_release(&nt);
+    http_server_stop(&srv);
+    free(url);
+}
+END_TEST
+
 START_TEST(test_queue_full_drops_oldest)
 {
     /* The first request is held until released, so the queue fills up behind it. */
@@ -1133,6 +1161,7 @@ Suite *suite_integration_notify(void)
     tcase_add_test(tc, test_timeout_retried);
     tcase_add_test(tc, test_stop_drains);
     tcase_add_test(tc, test_stop_drops_after_deadline);
+    tcase_add_test(tc, test_stop_cuts_request_short);
     tcase_add_test(tc, test_queue_full_drops_oldest);
     tcase_add_test(tc, test_send_refused);
     tcase_add_test(tc, test_concurrent_senders);

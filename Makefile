@@ -101,7 +101,7 @@ test: deps
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  build/asan/tests/check_sluice
 
-# Until the engine exists the demo validates and draws the example DAGs.
+# The README's demo: dags/iris.yaml through `sluice dag test` on embedded servers.
 demo: deps
 	@$(MAKE) --no-print-directory bin/sluice
 	bash scripts/demo.sh

@@ -20,6 +20,12 @@ int cmd_dag(int argc, char **argv);
 int cmd_db(int argc, char **argv);
 /* sluice scheduler */
 int cmd_scheduler(int argc, char **argv);
+/* sluice worker */
+int cmd_worker(int argc, char **argv);
+/* sluice standalone */
+int cmd_standalone(int argc, char **argv);
+/* sluice dag test (argv[0] is "test") */
+int cmd_dag_test(int argc, char **argv);
 
 /* Reads "--name VALUE" or "--name=VALUE" at argv[*i] (advancing *i past a separate
  * value); returns the value, or NULL if argv[*i] is not that flag or lacks a value. */

@@ -4,6 +4,7 @@
  *   sluice dag validate [--max-bytes N] PATH...   files or directories (*.yaml, *.yml)
  *   sluice dag graph FILE [--format dot|mermaid]
  *   sluice dag show FILE [--compact]
+ *   sluice dag test FILE [-p NAME=VALUE ...]      one run, end to end (cli/cmd_run.c)
  *
  * validate prints one line per valid file on stdout and every diagnostic, as
  * file:line:column: message, on stderr; it exits 1 if any file is invalid or
@@ -26,7 +27,8 @@ static void dag_usage(FILE *out)
 {
     fprintf(out, "usage: sluice dag validate [--max-bytes N] PATH...\n"
                  "       sluice dag graph FILE [--format dot|mermaid]\n"
-                 "       sluice dag show FILE [--compact]\n");
+                 "       sluice dag show FILE [--compact]\n"
+                 "       sluice dag test FILE [-p NAME=VALUE ...] [--config FILE] [--verbose]\n");
 }
 
 struct path_list {
@@ -234,6 +236,8 @@ int cmd_dag(int argc, char **argv)
         return dag_graph(argc - 1, argv + 1);
     if (!strcmp(argv[1], "show"))
         return dag_show(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "test"))
+        return cmd_dag_test(argc - 1, argv + 1);
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         dag_usage(stdout);
         return 0;

@@ -42,6 +42,8 @@ static void scheduler_usage(FILE *out)
 const char *cli_flag_value(int argc, char **argv, int *i, const char *name)
 {
     const char *arg = argv[*i];
+    if (!arg)
+        return NULL;
     size_t n = strlen(name);
     if (strncmp(arg, name, n))
         return NULL;

@@ -10,6 +10,8 @@ static const struct cli_command commands[] = {
     {"dag", cmd_dag, "validate, draw and show DAG files"},
     {"db", cmd_db, "migrate the database schema, show its version"},
     {"scheduler", cmd_scheduler, "run the scheduler (leader election, DAG sync, cron, runs)"},
+    {"worker", cmd_worker, "run a worker: take steps off a queue and run them"},
+    {"standalone", cmd_standalone, "run everything on this machine, servers included"},
 };
 
 static void usage(FILE *out)

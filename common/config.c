@@ -29,7 +29,10 @@ struct key {
     const char *def; /* default, as text; NULL: none */
 };
 
-#define KEY(path, kind, field, def) {path, kind, offsetof(struct sl_config, field), def}
+#define KEY(path, kind, field, def)                                                                \
+    {                                                                                              \
+        path, kind, offsetof(struct sl_config, field), def                                         \
+    }
 
 static const struct key keys[] = {
     KEY("database_url", K_STR, database_url, NULL),
@@ -242,7 +245,9 @@ static int read_file(struct sl_config *c, const char *path, struct strbuf *err)
     yaml_parser_set_input_file(&ps.p, f);
     memset(&ps.ev, 0, sizeof(ps.ev));
     /* stream start, document start (or stream end: an empty file), root mapping */
-    if (next(&ps) && next(&ps) && ps.ev.type == YAML_DOCUMENT_START_EVENT && next(&ps)) {
+    bool ok = next(&ps);  /* stream start */
+    ok = ok && next(&ps); /* document start */
+    if (ok && ps.ev.type == YAML_DOCUMENT_START_EVENT && next(&ps)) {
         if (ps.ev.type == YAML_MAPPING_START_EVENT)
             read_mapping(&ps, "");
         else if (!(ps.ev.type == YAML_SCALAR_EVENT && !ps.ev.data.scalar.length))

@@ -143,8 +143,7 @@ int queue_event_msg_encode(struct strbuf *out, const struct queue_event_msg *msg
 {
     if (!valid_id(msg->attempt_id) || !valid_id(msg->worker_id) || (unsigned)msg->kind > 2 ||
         !valid_time(msg->seq) || !valid_time(msg->time_ms) || !valid_time(msg->started_ms) ||
-        !valid_time(msg->finished_ms) ||
-        (msg->failure && !queue_event_failure_valid(msg->failure)))
+        !valid_time(msg->finished_ms) || (msg->failure && !queue_event_failure_valid(msg->failure)))
         return SL_EINVAL;
     struct strbuf sb = STRBUF_INIT;
     strbuf_addstr(&sb, "{\"v\":1");

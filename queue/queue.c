@@ -29,11 +29,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define TAKEOVER_ROUNDS 100  /* XAUTOCLAIM calls per queue_takeover() at most */
-#define ADOPT_ROUNDS    1000 /* XAUTOCLAIM calls when adopting pending events at most */
-#define IDS_PER_SCRIPT  1000 /* ids passed to one script call */
+#define TAKEOVER_ROUNDS  100  /* XAUTOCLAIM calls per queue_takeover() at most */
+#define ADOPT_ROUNDS     1000 /* XAUTOCLAIM calls when adopting pending events at most */
+#define IDS_PER_SCRIPT   1000 /* ids passed to one script call */
 #define BYTES_PER_SCRIPT (8 * 1024 * 1024) /* messages passed to one script call, about */
-#define PREFIX_MAX      64
+#define PREFIX_MAX       64
 
 /* --- Validation ---------------------------------------------------------------------- */
 
@@ -739,14 +739,14 @@ int queue_publish_event(struct queue_id *out_id, struct queue *q, const struct q
 }
 
 int queue_publish_events(struct queue_id *out_ids, size_t *out_bad, struct queue *q,
-                         const struct queue_event_msg *const *evs, size_t n)
+                         const struct queue_event_msg *evs, size_t n)
 {
     /* Encode everything first: an invalid event sends nothing. */
     struct strbuf all = STRBUF_INIT;
     size_t *ends = xcalloc(n ? n : 1, sizeof(*ends));
     int result = 0;
     for (size_t i = 0; i < n && result == 0; i++) {
-        result = evs[i] ? queue_event_msg_encode(&all, evs[i]) : SL_EINVAL;
+        result = queue_event_msg_encode(&all, &evs[i]);
         ends[i] = all.len;
         if (result < 0 && out_bad)
             *out_bad = i;

@@ -312,16 +312,16 @@ int queue_ensure_event_group(struct queue *q);
 int queue_publish_event(struct queue_id *out_id, struct queue *q, const struct queue_event_msg *ev);
 
 /*
- * Appends the n events evs[0..n) to the events stream, in order, with one script call per
- * QUEUE_READ_MAX events (or per 8 MiB of messages): for a worker that reports many steps
- * at once. out_ids (may be NULL) gets n entry ids. Every event is encoded first: if one is
- * invalid, nothing is sent, the result is SL_EINVAL or SL_ETOOBIG as the encoder's and
- * *out_bad (may be NULL) is its index. A failure after the first call may leave the
- * events of the earlier calls published; sending them again is harmless (a repeated
- * event is ignored by the run engine).
+ * Appends the n events evs[0..n) (an array of structs, read only) to the events stream,
+ * in order, with one script call per QUEUE_READ_MAX events (or per 8 MiB of messages): for
+ * a worker that reports many steps at once. out_ids (may be NULL) gets n entry ids. Every
+ * event is encoded first: if one is invalid, nothing is sent, the result is SL_EINVAL or
+ * SL_ETOOBIG as the encoder's and *out_bad (may be NULL) is its index. A failure after the
+ * first call may leave the events of the earlier calls published; sending them again is
+ * harmless (a repeated event is ignored by the run engine).
  */
 int queue_publish_events(struct queue_id *out_ids, size_t *out_bad, struct queue *q,
-                         const struct queue_event_msg *const *evs, size_t n);
+                         const struct queue_event_msg *evs, size_t n);
 
 /*
  * Reads up to max_count (1..QUEUE_READ_MAX) events for consumer through the group

@@ -157,23 +157,22 @@ const char *const queue_script_source[QUEUE_NSCRIPTS] = {
     /* KEYS: stream, index. ARGV: group, queue name, entry ids... ACK_STEP for each id; a
      * missing group (Redis lost its data) acks nothing and is not an error. Returns acked +
      * deleted. */
-    [QUEUE_SCRIPT_ACK_STEPS] =
-        "local n = 0\n"
-        "for i = 3, #ARGV do\n"
-        "  local id = ARGV[i]\n"
-        "  local e = redis.call('XRANGE', KEYS[1], id, id)\n"
-        "  local a = redis.pcall('XACK', KEYS[1], ARGV[1], id)\n"
-        "  if type(a) == 'number' then n = n + a end\n"
-        "  n = n + redis.call('XDEL', KEYS[1], id)\n"
-        "  if e[1] then\n"
-        "    local f = e[1][2]\n"
-        "    for j = 1, #f - 1, 2 do\n"
-        "      if f[j] == 'a' and redis.call('HGET', KEYS[2], f[j + 1])\n"
-        "                         == id .. ' ' .. ARGV[2] then\n"
-        "        redis.call('HDEL', KEYS[2], f[j + 1])\n"
-        "      end\n"
-        "    end\n"
-        "  end\n"
-        "end\n"
-        "return n\n",
+    [QUEUE_SCRIPT_ACK_STEPS] = "local n = 0\n"
+                               "for i = 3, #ARGV do\n"
+                               "  local id = ARGV[i]\n"
+                               "  local e = redis.call('XRANGE', KEYS[1], id, id)\n"
+                               "  local a = redis.pcall('XACK', KEYS[1], ARGV[1], id)\n"
+                               "  if type(a) == 'number' then n = n + a end\n"
+                               "  n = n + redis.call('XDEL', KEYS[1], id)\n"
+                               "  if e[1] then\n"
+                               "    local f = e[1][2]\n"
+                               "    for j = 1, #f - 1, 2 do\n"
+                               "      if f[j] == 'a' and redis.call('HGET', KEYS[2], f[j + 1])\n"
+                               "                         == id .. ' ' .. ARGV[2] then\n"
+                               "        redis.call('HDEL', KEYS[2], f[j + 1])\n"
+                               "      end\n"
+                               "    end\n"
+                               "  end\n"
+                               "end\n"
+                               "return n\n",
 };

@@ -59,7 +59,8 @@ struct srun {
     enum store_trigger trigger;
     struct model *model;
     struct engine_run *er;
-    char **workers; /* per instance: the worker running its attempt, or NULL */
+    char **workers;      /* per instance: the worker running its attempt, or NULL */
+    int64_t *dead_since; /* per instance: when its worker was first seen dead, or 0 */
     size_t alloc_workers;
     /* this batch */
     struct engine_actions acts;
@@ -201,6 +202,7 @@ static void srun_free(struct srun *r)
     for (size_t i = 0; i < r->alloc_workers; i++)
         free(r->workers[i]);
     free(r->workers);
+    free(r->dead_since);
     engine_actions_release(&r->acts);
     free(r->writes);
     free(r->dag_id);
@@ -365,7 +367,7 @@ static struct model *model_get(struct scheduler *s, int64_t version_id, struct a
             slash ? xasprintf("%s/%.*s", s->dags_root, (int)(slash - v.file_path), v.file_path)
                   : xstrdup(s->dags_root);
     }
-    XGROW(s->models, s->alloc_models, s->n_models + 1);
+    XGROW(s->models, s->alloc_models, s->n_models + 1); // NOLINT(bugprone-sizeof-expression)
     s->models[s->n_models++] = m;
     return m;
 }
@@ -390,15 +392,30 @@ static struct srun *find_run_pk(struct scheduler *s, int64_t pk)
     return NULL;
 }
 
+static void grow_workers(struct srun *r, size_t i)
+{
+    if (i < r->alloc_workers)
+        return;
+    size_t old = r->alloc_workers, alloc = r->alloc_workers;
+    XGROW(r->workers, alloc, i + 1);
+    memset(r->workers + old, 0, (alloc - old) * sizeof(*r->workers));
+    r->dead_since = xrealloc(r->dead_since, alloc * sizeof(*r->dead_since));
+    memset(r->dead_since + old, 0, (alloc - old) * sizeof(*r->dead_since));
+    r->alloc_workers = alloc;
+}
+
 static void set_worker(struct srun *r, size_t i, const char *worker)
 {
-    if (i >= r->alloc_workers) {
-        size_t old = r->alloc_workers;
-        XGROW(r->workers, r->alloc_workers, i + 1);
-        memset(r->workers + old, 0, (r->alloc_workers - old) * sizeof(*r->workers));
-    }
+    grow_workers(r, i);
     free(r->workers[i]);
     r->workers[i] = worker ? xstrdup(worker) : NULL;
+    r->dead_since[i] = 0;
+}
+
+static int64_t *dead_since(struct srun *r, size_t i)
+{
+    grow_workers(r, i);
+    return &r->dead_since[i];
 }
 
 static const char *worker_of(const struct srun *r, size_t i)
@@ -492,7 +509,7 @@ static int load_run(struct scheduler *s, const struct store_run *sr, int64_t now
         goto out;
     }
     er = xcalloc(n_rows + 1, sizeof(*er));
-    cJSON **owned = xcalloc(2 * n_rows + 1, sizeof(*owned));
+    cJSON **owned = xcalloc(2 * n_rows + 1, sizeof(cJSON *));
     for (size_t i = 0; i < n_rows; i++) {
         const struct store_step_instance *si = &rows[i];
         er[i].step = si->step;
@@ -545,7 +562,7 @@ static int load_run(struct scheduler *s, const struct store_run *sr, int64_t now
         }
     }
     take_actions(s, r, 0, now);
-    XGROW(s->runs, s->alloc_runs, s->n_runs + 1);
+    XGROW(s->runs, s->alloc_runs, s->n_runs + 1); // NOLINT(bugprone-sizeof-expression)
     s->runs[s->n_runs++] = r;
     rc = 0;
 out:
@@ -1037,12 +1054,42 @@ static int64_t next_wakeup(const struct scheduler *s)
 
 /* --- the reconciler --------------------------------------------------------------------- */
 
-static bool worker_alive(const struct queue_workers *w, const char *id, int64_t timeout_ms)
+static const struct queue_worker *find_worker(const struct queue_workers *w, const char *id)
 {
     for (size_t i = 0; i < w->n; i++)
         if (!strcmp(w->items[i].id, id))
-            return w->items[i].alive && w->now_ms - w->items[i].last_seen_ms <= timeout_ms;
-    return false;
+            return &w->items[i];
+    return NULL;
+}
+
+static bool worker_alive(const struct queue_workers *w, const char *id, int64_t timeout_ms)
+{
+    const struct queue_worker *x = find_worker(w, id);
+    return x && x->alive && w->now_ms - x->last_seen_ms <= timeout_ms;
+}
+
+/*
+ * Whether a live worker's last heartbeat says it no longer runs attempt id, which started
+ * at started_ms: its heartbeat lists the attempts it holds, and one that started well
+ * before that heartbeat and is not listed has ended - so its final event was lost (Redis
+ * lost its data) if none is waiting.
+ */
+static bool worker_dropped(const struct queue_workers *w, const char *worker, const char *id,
+                           int64_t started_ms)
+{
+    const struct queue_worker *x = find_worker(w, worker);
+    if (!x || !x->alive || !x->info || x->last_seen_ms - started_ms < 3000)
+        return false;
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(x->info, "attempts");
+    if (!cJSON_IsArray(list))
+        return false; /* a worker that does not say */
+    const cJSON *it;
+    cJSON_ArrayForEach(it, list)
+    {
+        if (cJSON_IsString(it) && !strcmp(it->valuestring, id))
+            return false;
+    }
+    return true;
 }
 
 /* An attempt queued in PostgreSQL whose message is missing from Redis. */
@@ -1058,8 +1105,8 @@ static void reconcile(struct scheduler *s, int64_t now)
     s->reconcile_all_queued = false;
     struct queue_workers workers = {0};
     bool have_workers = queue_list_workers(&workers, s->q) == 0;
-    struct resend *resend = NULL;
-    size_t n_resend = 0, alloc_resend = 0;
+    struct resend *resend = NULL, *dropped = NULL;
+    size_t n_resend = 0, alloc_resend = 0, n_dropped = 0, alloc_dropped = 0;
     size_t budget = 2000; /* messages checked per pass */
     for (size_t k = 0; k < s->n_runs; k++) {
         struct srun *r = s->runs[k];
@@ -1082,6 +1129,19 @@ static void reconcile(struct scheduler *s, int64_t now)
                        now - in->started_at_ms >= s->o.worker_timeout_ms &&
                        !worker_alive(&workers, worker_of(r, i), s->o.worker_timeout_ms)) {
                 engine_attempt_id(r->er, i, id, sizeof(id));
+                /*
+                 * Its worker is dead. While the message is still pending, another worker
+                 * takes it over after the visibility timeout (a worker that stopped
+                 * gracefully handed it back the same way): give that a while - twice the
+                 * worker timeout from when the death was first seen - before failing it.
+                 */
+                bool has = false;
+                queue_has_message(&has, s->q, step_queue(r, i), id);
+                int64_t *since = dead_since(r, i);
+                if (!*since)
+                    *since = now;
+                if (has && now - *since < 2 * s->o.worker_timeout_ms)
+                    continue;
                 char reason[QUEUE_NAME_MAX + 64];
                 snprintf(reason, sizeof(reason), "lost: worker %s stopped heartbeating",
                          worker_of(r, i));
@@ -1098,6 +1158,14 @@ static void reconcile(struct scheduler *s, int64_t now)
                                           .reason = reason};
                 apply(s, r, &ev);
                 STAT_ADD(s, lost, 1);
+            } else if (in->state == ENGINE_RUNNING && have_workers && worker_of(r, i)) {
+                engine_attempt_id(r->er, i, id, sizeof(id));
+                bool has = true;
+                if (worker_dropped(&workers, worker_of(r, i), id, in->started_at_ms) &&
+                    queue_has_message(&has, s->q, step_queue(r, i), id) == 0 && !has) {
+                    XGROW(dropped, alloc_dropped, n_dropped + 1);
+                    dropped[n_dropped++] = (struct resend){r, i};
+                }
             }
         }
     }
@@ -1109,13 +1177,33 @@ static void reconcile(struct scheduler *s, int64_t now)
      * applied: an attempt whose message was already gone when it was checked, with the
      * events stream empty after that, really was lost. Otherwise try again shortly.
      */
-    if (n_resend) {
+    if (n_resend || n_dropped) {
         struct queue_stats es;
         if (queue_event_stats(&es, s->q) == 0 && es.waiting == 0 && es.pending == 0) {
+            for (size_t k = 0; k < n_dropped; k++) {
+                struct srun *r = dropped[k].run;
+                const struct engine_instance *in = &r->er->inst[dropped[k].inst];
+                char reason[QUEUE_NAME_MAX + 80];
+                snprintf(reason, sizeof(reason),
+                         "lost: worker %s no longer runs it and its result never arrived",
+                         worker_of(r, dropped[k].inst));
+                sl_warn(COMP, "%s/%s step %s: %s", r->dag_id, r->run_id,
+                        r->er->steps[in->step].def->name, reason);
+                struct engine_event ev = {.kind = ENGINE_EV_FAILED,
+                                          .now_ms = now,
+                                          .step = r->er->steps[in->step].def->name,
+                                          .map_index = in->map_index,
+                                          .attempt = in->attempt,
+                                          .failure = ENGINE_FAIL_TRANSIENT,
+                                          .exit_code = -1,
+                                          .reason = reason};
+                apply(s, r, &ev);
+                STAT_ADD(s, lost, 1);
+            }
             for (size_t k = 0; k < n_resend; k++) {
                 char err[256];
-                cJSON *spec = engine_render_spec(resend[k].run->er, resend[k].inst, err,
-                                                 sizeof(err));
+                cJSON *spec =
+                    engine_render_spec(resend[k].run->er, resend[k].inst, err, sizeof(err));
                 if (spec) {
                     send_dispatch(s, resend[k].run, resend[k].inst, spec, true);
                     cJSON_Delete(spec);
@@ -1127,6 +1215,7 @@ static void reconcile(struct scheduler *s, int64_t now)
         }
     }
     free(resend);
+    free(dropped);
 }
 
 /* --- the loop ---------------------------------------------------------------------------- */

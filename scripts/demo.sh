@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# The README's demo. Until the engine lands, it shows the DAG language at work on
-# the example DAGs: validation, a precise error on a broken copy, and the graph.
+# The README's demo: the iris pipeline (preprocess -> train -> evaluate -> deploy if
+# accuracy >= 0.9) runs for real through `sluice dag test`, on a private PostgreSQL and
+# Redis that sluice starts itself under .sluice/. Then the same DAG with a shallow,
+# one-tree forest, whose accuracy is too low: deploy is skipped. Before that, the DAG
+# language's precise errors on a broken copy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sluice=bin/sluice
@@ -21,9 +24,15 @@ if $sluice dag validate "$tmp/iris.yaml"; then
 fi
 
 echo
-echo "== sluice dag graph dags/iris.yaml --format mermaid"
-$sluice dag graph dags/iris.yaml --format mermaid
+echo "== sluice dag test dags/iris.yaml"
+$sluice dag test dags/iris.yaml | tee "$tmp/run1.txt"
+grep -q '^deploy  *succeeded' "$tmp/run1.txt" || { echo "demo: deploy did not run" >&2; exit 1; }
 
 echo
-echo "== sluice dag show dags/etl-fanout.yaml (first step of the normalized model)"
-$sluice dag show dags/etl-fanout.yaml | sed -n '/"steps"/,/"retries"/p'
+echo "== sluice dag test dags/iris.yaml -p n_estimators=1 -p max_depth=1   (too weak to deploy)"
+$sluice dag test dags/iris.yaml -p n_estimators=1 -p max_depth=1 | tee "$tmp/run2.txt"
+grep -q '^deploy  *skipped' "$tmp/run2.txt" || { echo "demo: deploy was not skipped" >&2; exit 1; }
+
+echo
+echo "The deployed model and its manifest are in /tmp/sluice-serving/iris/; the step logs"
+echo "and run directories under .sluice/. \`sluice standalone\` keeps the same setup running."

@@ -9,6 +9,7 @@ packages=(
     libgit2-dev check libssl-dev libsubunit-dev
     postgresql postgresql-contrib redis-server redis-tools
     python3 python3-sklearn python3-numpy python3-croniter python3-tz python3-dateutil
+    python3-celery python3-redis
     clang clang-format clang-tidy cppcheck bear libclang-rt-14-dev
     hyperfine
 )

@@ -29,6 +29,7 @@
  *              close callback
  */
 #include "worker/exec_local.h"
+#include "worker/expand.h"
 #include "common/error.h"
 #include "common/strbuf.h"
 #include "common/timeutil.h"
@@ -103,6 +104,7 @@ struct exec_local {
     /* set by the prepare work */
     int log_fd; /* -1 if not open */
     char **envp;
+    bool *envp_secret; /* per envp entry: its value came from (or through) a secret */
     size_t n_envp;
 
     /* the result */
@@ -296,17 +298,25 @@ static void copy_spec(struct exec_local *e, const cJSON *spec)
 {
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(spec, "attempt_id");
     const cJSON *wd = cJSON_GetObjectItemCaseSensitive(spec, "workdir");
+    const cJSON *dd = cJSON_GetObjectItemCaseSensitive(spec, "dag_dir");
     const cJSON *to = cJSON_GetObjectItemCaseSensitive(spec, "timeout_ms");
     enum exec_failure failure = EXEC_FAIL_ERROR;
     char *reason = NULL;
 
     e->attempt_id = xstrdup(cJSON_IsString(id) ? id->valuestring : "");
+    /* cwd: workdir, else the directory the DAG came from, else the worker's default */
     if (cJSON_IsString(wd) && *wd->valuestring) {
         free(e->cwd);
         e->cwd = xstrdup(wd->valuestring);
+    } else if (cJSON_IsString(dd) && dd->valuestring[0] == '/') {
+        free(e->cwd);
+        e->cwd = xstrdup(dd->valuestring);
     }
     if (!cJSON_IsObject(spec)) {
         reason = xstrdup("malformed spec: not an object");
+    } else if (dd && !cJSON_IsNull(dd) &&
+               (!cJSON_IsString(dd) || (*dd->valuestring && dd->valuestring[0] != '/'))) {
+        reason = xstrdup("malformed spec: 'dag_dir' must be an absolute path");
     } else if (copy_argv(e, spec) < 0) {
         reason = xstrdup("malformed spec: 'command' must be a non-empty list of strings");
     } else if (to && (!cJSON_IsNumber(to) || to->valuedouble < 0)) {
@@ -332,12 +342,16 @@ static void copy_options(struct exec_local *e, const struct exec_local_options *
     for (size_t i = 0; i < opts->n_gpus; i++)
         strbuf_addf(&gpus, "%s%d", i ? "," : "", opts->gpus[i]);
     e->gpus = strbuf_detach(&gpus, NULL);
-    e->base_env = xcalloc(sizeof(inherited) / sizeof(inherited[0]), sizeof(char *));
+    e->base_env =
+        xcalloc(sizeof(inherited) / sizeof(inherited[0]) + opts->n_extra_env, sizeof(char *));
     for (size_t i = 0; i < sizeof(inherited) / sizeof(inherited[0]); i++) {
         const char *v = getenv(inherited[i]);
         if (v)
             e->base_env[e->n_base_env++] = xasprintf("%s=%s", inherited[i], v);
     }
+    for (size_t i = 0; i < opts->n_extra_env; i++)
+        if (opts->extra_env[i] && strchr(opts->extra_env[i], '=') > opts->extra_env[i])
+            e->base_env[e->n_base_env++] = xstrdup(opts->extra_env[i]);
 }
 
 /* --- Threadpool work: prepare ----------------------------------------------------- */
@@ -393,18 +407,67 @@ static void write_header(struct exec_local *e)
     strbuf_release(&sb);
 }
 
-/* Sets NAME=value in e->envp, replacing an earlier NAME. Takes ownership of entry. */
-static void envp_set(struct exec_local *e, char *entry)
+/* Sets NAME=value in e->envp, replacing an earlier NAME. Takes ownership of entry.
+ * secret: the value came from a secret, or from a reference to one. */
+static void envp_set(struct exec_local *e, char *entry, bool secret)
 {
     size_t name_len = (size_t)(strchr(entry, '=') - entry) + 1;
     for (size_t i = 0; i < e->n_envp; i++) {
         if (!strncmp(e->envp[i], entry, name_len)) {
+            memset(e->envp[i], 0, strlen(e->envp[i]));
             free(e->envp[i]);
             e->envp[i] = entry;
+            e->envp_secret[i] = secret;
             return;
         }
     }
+    e->envp_secret[e->n_envp] = secret;
     e->envp[e->n_envp++] = entry;
+}
+
+/* The lookup of $(NAME) references in e->envp (worker/expand.h). */
+struct env_lookup {
+    const struct exec_local *e;
+    bool allow_secret; /* false: a secret's variable counts as undefined */
+    bool used_secret;  /* set when a secret's value was substituted */
+};
+
+static const char *lookup_envp(void *data, const char *name, size_t len)
+{
+    struct env_lookup *l = data;
+    for (size_t i = 0; i < l->e->n_envp; i++) {
+        const char *entry = l->e->envp[i];
+        if (strncmp(entry, name, len) != 0 || entry[len] != '=')
+            continue;
+        if (l->e->envp_secret[i] && !l->allow_secret)
+            return NULL;
+        l->used_secret |= l->e->envp_secret[i];
+        return entry + len + 1;
+    }
+    return NULL;
+}
+
+/* Replaces *s by its expansion against e->envp, without secrets. */
+static void expand_in_place(struct exec_local *e, char **s)
+{
+    if (!strchr(*s, '$'))
+        return;
+    struct env_lookup l = {e, false, false};
+    struct strbuf sb = STRBUF_INIT;
+    worker_expand(&sb, *s, lookup_envp, &l);
+    free(*s);
+    *s = strbuf_detach(&sb, NULL);
+}
+
+/* Expands $(NAME) in argv, cwd and output param paths, once e->envp is complete. */
+static void expand_spec(struct exec_local *e)
+{
+    for (size_t i = 0; e->argv && e->argv[i]; i++)
+        expand_in_place(e, &e->argv[i]);
+    if (e->cwd)
+        expand_in_place(e, &e->cwd);
+    for (size_t i = 0; i < e->n_params; i++)
+        expand_in_place(e, &e->params[i].path);
 }
 
 /* Builds e->envp. Returns NULL or a reason (the failure is EXEC_FAIL_ERROR). */
@@ -414,12 +477,18 @@ static char *build_envp(struct exec_local *e)
     char *reason = NULL;
 
     e->envp = xcalloc(e->n_base_env + e->n_env + 2, sizeof(char *));
+    e->envp_secret = xcalloc(e->n_base_env + e->n_env + 2, sizeof(bool));
     for (size_t i = 0; i < e->n_base_env; i++)
-        envp_set(e, xstrdup(e->base_env[i]));
+        envp_set(e, xstrdup(e->base_env[i]), false);
     for (size_t i = 0; i < e->n_env; i++) {
         const struct exec_env *v = &e->env[i];
         if (v->value) {
-            envp_set(e, xasprintf("%s=%s", v->name, v->value));
+            /* Kubernetes' rule: references to the variables defined so far */
+            struct env_lookup l = {e, true, false};
+            struct strbuf sb = STRBUF_INIT;
+            strbuf_addf(&sb, "%s=", v->name);
+            worker_expand(&sb, v->value, lookup_envp, &l);
+            envp_set(e, strbuf_detach(&sb, NULL), l.used_secret);
             continue;
         }
         if (!e->secrets_dir) {
@@ -439,9 +508,9 @@ static char *build_envp(struct exec_local *e)
             break;
         }
         /* the value as is, trailing newline included, as Kubernetes mounts it */
-        envp_set(e, xasprintf("%s=%s", v->name, val.buf));
+        envp_set(e, xasprintf("%s=%s", v->name, val.buf), true);
     }
-    envp_set(e, xasprintf("CUDA_VISIBLE_DEVICES=%s", e->gpus));
+    envp_set(e, xasprintf("CUDA_VISIBLE_DEVICES=%s", e->gpus), false);
     /* the secret's bytes are not left behind in freed memory */
     if (val.alloc)
         memset(val.buf, 0, val.alloc);
@@ -464,12 +533,14 @@ static void on_prepare_work(uv_work_t *req)
                   xasprintf("cannot open log file '%s': %s", e->log_path, strerror(-rc)));
         return;
     }
-    write_header(e);
     if (!e->reason) {
         char *reason = build_envp(e);
         if (reason)
             exec_fail(e, EXEC_FAIL_ERROR, reason);
+        else
+            expand_spec(e); /* so the header shows the argv and cwd the child gets */
     }
+    write_header(e);
 }
 
 /* --- Threadpool work: finish ------------------------------------------------------ */
@@ -574,6 +645,7 @@ static void exec_free(struct exec_local *e)
     free(e->env);
     free_strv(e->base_env, e->n_base_env, false);
     free_strv(e->envp, e->n_envp, true);
+    free(e->envp_secret);
     for (size_t i = 0; i < e->n_params; i++) {
         free(e->params[i].name);
         free(e->params[i].path);
@@ -713,6 +785,8 @@ static void spawn(struct exec_local *e)
     /* the environment may hold secrets: gone as soon as the child has its copy */
     free_strv(e->envp, e->n_envp, true);
     e->envp = NULL;
+    free(e->envp_secret);
+    e->envp_secret = NULL;
     e->n_envp = 0;
     if (rc < 0) {
         exec_fail(e, spawn_failure(rc), xasprintf("cannot start: %s", uv_strerror(rc)));

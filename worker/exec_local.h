@@ -62,12 +62,16 @@ enum exec_failure {
 const char *exec_failure_name(enum exec_failure failure);
 
 struct exec_local_options {
-    const char *log_path;        /* required; parent directories are created; appended to */
-    const char *secrets_dir;     /* <dir>/<secret_name>/<secret_key>; NULL: no secrets */
-    const char *default_workdir; /* cwd when the spec has no workdir; NULL: the worker's */
-    const int *gpus;             /* device ids assigned by the caller, n_gpus of them */
-    size_t n_gpus;               /* 0: CUDA_VISIBLE_DEVICES is set to "" */
-    uint64_t kill_grace_ms;      /* SIGTERM -> SIGKILL delay; 0: the default above */
+    const char *log_path;         /* required; parent directories are created; appended to */
+    const char *secrets_dir;      /* <dir>/<secret_name>/<secret_key>; NULL: no secrets */
+    const char *default_workdir;  /* cwd when the spec has neither workdir nor dag_dir; NULL:
+                                   * the worker's */
+    const int *gpus;              /* device ids assigned by the caller, n_gpus of them */
+    size_t n_gpus;                /* 0: CUDA_VISIBLE_DEVICES is set to "" */
+    uint64_t kill_grace_ms;       /* SIGTERM -> SIGKILL delay; 0: the default above */
+    const char *const *extra_env; /* "NAME=value" from the worker (SLUICE_RUN_DIR, ...), set
+                                   * after PATH, HOME, LANG, TZ and before spec.env */
+    size_t n_extra_env;
 };
 
 struct exec_local_result {
@@ -90,10 +94,17 @@ typedef void (*exec_local_done_cb)(struct exec_local_result *result, void *data)
 
 /*
  * Starts one attempt: argv = spec.command ++ spec.args, env = PATH, HOME, LANG and TZ
- * from the worker's own environment, then spec.env (plain strings, or
- * {secret_name, secret_key} objects read from opts->secrets_dir), then
- * CUDA_VISIBLE_DEVICES from opts->gpus. cwd = spec.workdir, else opts->default_workdir.
- * spec.timeout_ms > 0 stops it after that long (reason "timeout").
+ * from the worker's own environment, then opts->extra_env, then spec.env (plain strings,
+ * or {secret_name, secret_key} objects read from opts->secrets_dir), then
+ * CUDA_VISIBLE_DEVICES from opts->gpus. cwd = spec.workdir, else spec.dag_dir (absolute)
+ * if it is not empty, else opts->default_workdir. spec.timeout_ms > 0 stops it after that
+ * long (reason "timeout").
+ *
+ * $(NAME) references are expanded with Kubernetes' rules (worker/expand.h): in each
+ * plain spec.env value against the variables defined before it (so extra_env's, and the
+ * earlier spec.env entries), and in command, args, workdir and output param paths against
+ * the whole environment - except variables whose value comes from a secret, which stay
+ * as written there, so that no secret ends up in an argv (visible in ps) or a log line.
  *
  * spec and opts are read during the call only (strings are copied). Returns 0 and sets
  * *out, after which on_done is called exactly once, never from inside this call: every

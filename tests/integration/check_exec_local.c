@@ -259,7 +259,9 @@ START_TEST(killed_by_signal)
     char *log;
     struct exec_local_options o = opts_for(&log);
     struct done d = {0};
-    run_one(sh_spec("r.s.-1.1", "kill -USR1 $$"), &o, &d);
+    /* "$$" is an escaped "$" for the executor (Kubernetes' $(VAR) rule): "$$$$" is the
+     * shell's "$$" */
+    run_one(sh_spec("r.s.-1.1", "kill -USR1 $$$$"), &o, &d);
     ck_assert_int_eq(d.exit_code, -1);
     ck_assert_int_eq(d.term_signal, SIGUSR1);
     char *want = xasprintf("killed by signal %d", SIGUSR1);
@@ -313,7 +315,7 @@ START_TEST(timeout_kills_process_group)
     char *log;
     struct exec_local_options o = opts_for(&log);
     struct done d = {0};
-    cJSON *spec = sh_spec("r.s.-1.1", "sleep 30 & echo $! > bg.pid; echo $$ > sh.pid; sleep 30");
+    cJSON *spec = sh_spec("r.s.-1.1", "sleep 30 & echo $! > bg.pid; echo $$$$ > sh.pid; sleep 30");
     cJSON_ReplaceItemInObject(spec, "timeout_ms", cJSON_CreateNumber(300));
     int64_t before = mono_ms();
     run_one(spec, &o, &d);

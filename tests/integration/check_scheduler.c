@@ -738,7 +738,7 @@ START_TEST(test_cron_creates_scheduled_runs)
     for (;;) {
         char *v = pgtest_admin_value(
             c, "SELECT count(*) FROM runs WHERE dag_id = 'tick' AND trigger = 'scheduled'");
-        int count = atoi(v);
+        int count = (int)strtol(v, NULL, 10);
         free(v);
         if (count >= 2)
             break;

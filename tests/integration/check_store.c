@@ -1401,6 +1401,7 @@ START_TEST(test_hot_queries_use_indexes)
     check_plan(st, &store_stmt_runs_active, 1, dag, "runs_active_idx");
     check_plan(st, &store_stmt_runs_active_count, 1, dag, "runs_active_idx");
     check_plan(st, &store_stmt_runs_active_counts, 0, NULL, "runs_active_idx");
+    check_plan(st, &store_stmt_runs_active_all, 0, NULL, "runs_active_idx");
     check_plan(st, &store_stmt_run_get, 2, run, "runs_dag_id_run_id_key");
     check_plan(st, &store_stmt_steps_of_run, 2, steps, "step_instances_pkey");
     check_plan(st, &store_stmt_steps_queued_before, 2, queued, "step_instances_queued_idx");

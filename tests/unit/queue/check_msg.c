@@ -74,10 +74,13 @@ START_TEST(test_event_round_trip)
                                  .has_exit_code = true,
                                  .exit_code = 137,
                                  .reason = "OOMKilled",
-                                 .outputs = outputs};
+                                 .outputs = outputs,
+                                 .failure = "step",
+                                 .log_path = "/logs/etl/r1/train/1.log"};
     struct strbuf sb = STRBUF_INIT;
     ck_assert_int_eq(queue_event_msg_encode(&sb, &in), 0);
     ck_assert_msg(strstr(sb.buf, "\"time_ms\":1700000000123") != NULL, "%s", sb.buf);
+    ck_assert_msg(strstr(sb.buf, "\"failure\":\"step\"") != NULL, "%s", sb.buf);
     struct queue_event_msg *out = NULL;
     ck_assert_int_eq(queue_event_msg_decode(&out, sb.buf, sb.len, NULL, 0), 0);
     ck_assert_str_eq(out->attempt_id, "a-1");
@@ -90,6 +93,8 @@ START_TEST(test_event_round_trip)
     ck_assert(out->has_exit_code);
     ck_assert_int_eq(out->exit_code, 137);
     ck_assert_str_eq(out->reason, "OOMKilled");
+    ck_assert_str_eq(out->failure, "step");
+    ck_assert_str_eq(out->log_path, "/logs/etl/r1/train/1.log");
     ck_assert(cJSON_Compare(out->outputs, outputs, 1));
     queue_event_msg_free(out);
     strbuf_release(&sb);
@@ -105,6 +110,9 @@ START_TEST(test_event_round_trip)
     ck_assert_int_eq(out->kind, QUEUE_EVENT_RUNNING);
     ck_assert(!out->has_exit_code);
     ck_assert_ptr_null(out->reason);
+    ck_assert_ptr_null(out->failure); /* absent: not written, decoded as NULL */
+    ck_assert_ptr_null(out->log_path);
+    ck_assert_ptr_null(strstr(sb.buf, "failure"));
     ck_assert(cJSON_IsObject(out->outputs) && out->outputs->child == NULL);
     queue_event_msg_free(out);
     strbuf_release(&sb);
@@ -160,6 +168,8 @@ static const struct {
     {EVENT, 0, "{\"v\":1," EVENT_OK "}", ""},
     {EVENT, 0, "{\"v\":1," EVENT_OK ",\"exit_code\":null,\"reason\":null,\"outputs\":null}", ""},
     {EVENT, 0, "{\"v\":1," EVENT_OK ",\"exit_code\":-9}", ""},
+    {EVENT, 0, "{\"v\":1," EVENT_OK ",\"failure\":\"cancelled\",\"log_path\":\"/l\"}", ""},
+    {EVENT, 0, "{\"v\":1," EVENT_OK ",\"failure\":null,\"log_path\":null}", ""},
     {CANCEL, 0, "{\"v\":1,\"run_id\":\"r\",\"time_ms\":0}", ""},
     /* not JSON */
     {STEP, SL_EPARSE, "", "empty"},
@@ -212,6 +222,12 @@ static const struct {
      "field \"outputs\" must be an object"},
     {EVENT, SL_EINVALID, "{\"v\":1," EVENT_OK ",\"reason\":{}}",
      "field \"reason\" must be a string"},
+    {EVENT, SL_EINVALID, "{\"v\":1," EVENT_OK ",\"failure\":\"oom\"}",
+     "field \"failure\" must be \"step\", \"error\", \"transient\" or \"cancelled\""},
+    {EVENT, SL_EINVALID, "{\"v\":1," EVENT_OK ",\"failure\":3}",
+     "field \"failure\" must be a string"},
+    {EVENT, SL_EINVALID, "{\"v\":1," EVENT_OK ",\"log_path\":[]}",
+     "field \"log_path\" must be a string"},
     {EVENT, SL_EINVALID,
      "{\"v\":1,\"attempt_id\":\"a\",\"kind\":\"running\",\"worker_id\":\"w\",\"seq\":-1,"
      "\"time_ms\":1}",
@@ -355,6 +371,9 @@ START_TEST(test_encode_invalid)
     e.outputs = arr;
     ck_assert_int_eq(queue_event_msg_encode(&sb, &e), SL_EINVAL);
     e.outputs = NULL;
+    e.failure = "lost"; /* not one of the four */
+    ck_assert_int_eq(queue_event_msg_encode(&sb, &e), SL_EINVAL);
+    e.failure = NULL;
     e.worker_id = NULL;
     ck_assert_int_eq(queue_event_msg_encode(&sb, &e), SL_EINVAL);
 
@@ -380,6 +399,12 @@ START_TEST(test_kind_names)
     ck_assert_str_eq(queue_event_kind_name(QUEUE_EVENT_SUCCEEDED), "succeeded");
     ck_assert_int_eq(queue_event_kind_parse(&k, "Running"), SL_EINVAL);
     ck_assert_int_eq(queue_event_kind_parse(&k, NULL), SL_EINVAL);
+    static const char *const failures[] = {"step", "error", "transient", "cancelled"};
+    for (size_t i = 0; i < 4; i++)
+        ck_assert(queue_event_failure_valid(failures[i]));
+    ck_assert(!queue_event_failure_valid("Step"));
+    ck_assert(!queue_event_failure_valid(""));
+    ck_assert(!queue_event_failure_valid(NULL));
 }
 END_TEST
 

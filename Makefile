@@ -146,6 +146,7 @@ format-check:
 
 # clang-tidy over the library and the CLI, two files at a time; any finding fails.
 lint: compile_commands.json
+	@mkdir -p build
 	@printf '%s\n' $(LIB_SRCS) $(CLI_SRCS) | xargs -P2 -n4 clang-tidy --quiet -p . 2>/dev/null \
 	  | grep -E 'warning:|error:' -A3 > build/lint.txt || true
 	@if [ -s build/lint.txt ]; then cat build/lint.txt; exit 1; else echo "lint: clean"; fi

@@ -1092,6 +1092,25 @@ static bool worker_dropped(const struct queue_workers *w, const char *worker, co
     return true;
 }
 
+/* Fails instance i's running attempt as lost: a transient error, retried by policy. */
+static void fail_lost(struct scheduler *s, struct srun *r, size_t i, const char *reason,
+                      int64_t now)
+{
+    const struct engine_instance *in = &r->er->inst[i];
+    sl_warn(COMP, "%s/%s step %s attempt %d: %s", r->dag_id, r->run_id,
+            r->er->steps[in->step].def->name, in->attempt, reason);
+    struct engine_event ev = {.kind = ENGINE_EV_FAILED,
+                              .now_ms = now,
+                              .step = r->er->steps[in->step].def->name,
+                              .map_index = in->map_index,
+                              .attempt = in->attempt,
+                              .failure = ENGINE_FAIL_TRANSIENT,
+                              .exit_code = -1,
+                              .reason = reason};
+    apply(s, r, &ev);
+    STAT_ADD(s, lost, 1);
+}
+
 /* An attempt queued in PostgreSQL whose message is missing from Redis. */
 struct resend {
     struct srun *run;
@@ -1145,19 +1164,9 @@ static void reconcile(struct scheduler *s, int64_t now)
                 char reason[QUEUE_NAME_MAX + 64];
                 snprintf(reason, sizeof(reason), "lost: worker %s stopped heartbeating",
                          worker_of(r, i));
-                sl_warn(COMP, "%s %s", id, reason);
                 /* nobody may take the old attempt over now: it is failed */
                 queue_withdraw(NULL, s->q, step_queue(r, i), id);
-                struct engine_event ev = {.kind = ENGINE_EV_FAILED,
-                                          .now_ms = now,
-                                          .step = r->er->steps[in->step].def->name,
-                                          .map_index = in->map_index,
-                                          .attempt = in->attempt,
-                                          .failure = ENGINE_FAIL_TRANSIENT,
-                                          .exit_code = -1,
-                                          .reason = reason};
-                apply(s, r, &ev);
-                STAT_ADD(s, lost, 1);
+                fail_lost(s, r, i, reason, now);
             } else if (in->state == ENGINE_RUNNING && have_workers && worker_of(r, i)) {
                 engine_attempt_id(r->er, i, id, sizeof(id));
                 bool has = true;
@@ -1182,23 +1191,11 @@ static void reconcile(struct scheduler *s, int64_t now)
         if (queue_event_stats(&es, s->q) == 0 && es.waiting == 0 && es.pending == 0) {
             for (size_t k = 0; k < n_dropped; k++) {
                 struct srun *r = dropped[k].run;
-                const struct engine_instance *in = &r->er->inst[dropped[k].inst];
                 char reason[QUEUE_NAME_MAX + 80];
                 snprintf(reason, sizeof(reason),
                          "lost: worker %s no longer runs it and its result never arrived",
                          worker_of(r, dropped[k].inst));
-                sl_warn(COMP, "%s/%s step %s: %s", r->dag_id, r->run_id,
-                        r->er->steps[in->step].def->name, reason);
-                struct engine_event ev = {.kind = ENGINE_EV_FAILED,
-                                          .now_ms = now,
-                                          .step = r->er->steps[in->step].def->name,
-                                          .map_index = in->map_index,
-                                          .attempt = in->attempt,
-                                          .failure = ENGINE_FAIL_TRANSIENT,
-                                          .exit_code = -1,
-                                          .reason = reason};
-                apply(s, r, &ev);
-                STAT_ADD(s, lost, 1);
+                fail_lost(s, r, dropped[k].inst, reason, now);
             }
             for (size_t k = 0; k < n_resend; k++) {
                 char err[256];

@@ -105,8 +105,7 @@ char *worker_attempt_dir(const char *run_dir, const struct queue_step_msg *m)
     return strbuf_detach(&sb, NULL);
 }
 
-/* mkdir -p path. Returns 0 or -errno. */
-static int mkdir_p(const char *path)
+int worker_mkdir_p(const char *path)
 {
     char *dir = xstrdup(path);
     int rc = 0;
@@ -129,7 +128,7 @@ static int mkdir_p(const char *path)
 
 int worker_dirs_prepare(const char *run_dir, const char *attempt_dir)
 {
-    int rc = mkdir_p(attempt_dir); /* the run directory is one of its parents */
+    int rc = worker_mkdir_p(attempt_dir); /* the run directory is one of its parents */
     struct stat st;
     if (rc == 0 && stat(run_dir, &st) == 0 && !S_ISDIR(st.st_mode))
         rc = -ENOTDIR;

@@ -186,28 +186,6 @@ static char *absolute(const char *path)
     return out;
 }
 
-/* mkdir -p. Returns 0 or -errno. */
-static int make_dirs(const char *path)
-{
-    char *dir = xstrdup(path);
-    int rc = 0;
-    for (char *p = dir + 1;; p++) {
-        if (*p != '/' && *p != '\0')
-            continue;
-        char c = *p;
-        *p = '\0';
-        if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
-            rc = -errno;
-            break;
-        }
-        if (c == '\0')
-            break;
-        *p = c;
-    }
-    free(dir);
-    return rc;
-}
-
 const char *worker_executor_name(enum worker_executor e)
 {
     return e == WORKER_EXEC_NOOP ? "noop" : "local";
@@ -1235,9 +1213,9 @@ int worker_start(struct worker **out, const struct worker_options *o)
 
     int rc = configure(w, o);
     if (rc == 0 && w->executor == WORKER_EXEC_LOCAL) {
-        int e = make_dirs(w->log_root);
+        int e = worker_mkdir_p(w->log_root);
         if (e == 0)
-            e = make_dirs(w->work_root);
+            e = worker_mkdir_p(w->work_root);
         if (e < 0) {
             sl_error(WORKER_LOG, "cannot create \"%s\" or \"%s\": %s", w->log_root, w->work_root,
                      strerror(-e));

@@ -179,6 +179,8 @@ char *worker_attempt_dir(const char *run_dir, const struct queue_step_msg *m);
 /* mkdir -p of both, and the run directory's mtime set to now (its retention restarts).
  * Blocking file I/O: threadpool only. Returns 0 or -errno. */
 int worker_dirs_prepare(const char *run_dir, const char *attempt_dir);
+/* mkdir -p path (mode 0755). Returns 0 or -errno. */
+int worker_mkdir_p(const char *path);
 
 struct worker_sweep_stats {
     size_t removed; /* run directories removed */

@@ -765,6 +765,175 @@ START_TEST(test_cron_creates_scheduled_runs)
 }
 END_TEST
 
+/* Every trigger rule, every retry policy and a pending timeout in one run. */
+static struct outcome rules_script(const struct queue_step_msg *m, void *arg)
+{
+    (void)arg;
+    static const struct {
+        const char *step;
+        const char *first_failure; /* the first attempt fails so; the next succeeds */
+    } first[] = {
+        {"pol-always", "error"},
+        {"pol-on-failure", "error"},
+        {"pol-on-error", "error"},
+        {"pol-on-transient", "step"},
+        {"pol-on-transient-2", "transient"},
+    };
+    if (!strcmp(m->step, "bad"))
+        return (struct outcome){.failure = "step", .exit_code = 2};
+    if (!strcmp(m->step, "pending"))
+        return (struct outcome){.ignore = true};
+    for (size_t i = 0; i < sizeof(first) / sizeof(first[0]); i++)
+        if (!strcmp(m->step, first[i].step) && m->attempt == 1)
+            return (struct outcome){.failure = first[i].first_failure, .exit_code = 1};
+    return (struct outcome){.succeed = true};
+}
+
+START_TEST(test_every_trigger_rule_and_retry_policy)
+{
+    struct fx f;
+    fx_init(&f, "sched_rules");
+    write_dag(&f, "rules",
+              "name: rules\n"
+              "params: {go: {type: string, default: \"no\"}}\n"
+              "defaults: {retries: {limit: 0}}\n"
+              "steps:\n"
+              "  - {name: ok, command: [x]}\n"
+              "  - {name: bad, command: [x]}\n"
+              "  - {name: skip, command: [x], when: \"params.go == 'yes'\"}\n"
+              "  - {name: r-all-success, depends_on: [ok, bad], command: [x]}\n"
+              "  - {name: r-all-success-skip, depends_on: [ok, skip], command: [x]}\n"
+              "  - {name: r-all-done, depends_on: [ok, bad], trigger_rule: all_done, "
+              "command: [x]}\n"
+              "  - {name: r-all-failed, depends_on: [bad], trigger_rule: all_failed, "
+              "command: [x]}\n"
+              "  - {name: r-all-failed-mixed, depends_on: [ok, bad], trigger_rule: all_failed, "
+              "command: [x]}\n"
+              "  - {name: r-one-success, depends_on: [ok, bad], trigger_rule: one_success, "
+              "command: [x]}\n"
+              "  - {name: r-one-failed, depends_on: [ok, bad], trigger_rule: one_failed, "
+              "command: [x]}\n"
+              "  - {name: r-one-failed-none, depends_on: [ok], trigger_rule: one_failed, "
+              "command: [x]}\n"
+              "  - {name: r-none-failed, depends_on: [ok, skip], trigger_rule: none_failed, "
+              "command: [x]}\n"
+              "  - {name: r-none-failed-bad, depends_on: [ok, bad], trigger_rule: none_failed, "
+              "command: [x]}\n"
+              "  - {name: r-nfmos, depends_on: [skip], trigger_rule: "
+              "none_failed_min_one_success, command: [x]}\n"
+              "  - {name: r-nfmos-ok, depends_on: [ok, skip], trigger_rule: "
+              "none_failed_min_one_success, command: [x]}\n"
+              "  - {name: r-always, depends_on: [bad], trigger_rule: always, command: [x]}\n"
+              "  - {name: pol-always, command: [x], retries: {limit: 1, policy: always, "
+              "backoff: {initial: 0s}}}\n"
+              "  - {name: pol-on-failure, command: [x], retries: {limit: 1, policy: on_failure, "
+              "backoff: {initial: 0s}}}\n"
+              "  - {name: pol-on-error, command: [x], retries: {limit: 1, policy: on_error, "
+              "backoff: {initial: 0s}}}\n"
+              "  - {name: pol-on-transient, command: [x], retries: {limit: 1, policy: "
+              "on_transient, backoff: {initial: 0s}}}\n"
+              "  - {name: pol-on-transient-2, command: [x], retries: {limit: 1, policy: "
+              "on_transient, backoff: {initial: 0s}}}\n"
+              "  - {name: pending, command: [x], pending_timeout: 1s}\n");
+    start_scheduler(&f, 0, "s0");
+    struct store_run r = trigger(&f, "rules", NULL);
+    ck_assert_int_eq(work_until_done(&f, &r, rules_script, NULL, NULL, 30000), STORE_RUN_FAILED);
+    static const struct {
+        const char *step, *state;
+        int attempt;
+    } want[] = {
+        {"ok", "succeeded", 1},
+        {"bad", "failed", 1},
+        {"skip", "skipped", 0},
+        {"r-all-success", "upstream_failed", 0},
+        {"r-all-success-skip", "skipped", 0},
+        {"r-all-done", "succeeded", 1},
+        {"r-all-failed", "succeeded", 1},
+        {"r-all-failed-mixed", "skipped", 0},
+        {"r-one-success", "succeeded", 1},
+        {"r-one-failed", "succeeded", 1},
+        {"r-one-failed-none", "skipped", 0},
+        {"r-none-failed", "succeeded", 1},
+        {"r-none-failed-bad", "upstream_failed", 0},
+        {"r-nfmos", "skipped", 0},
+        {"r-nfmos-ok", "succeeded", 1},
+        {"r-always", "succeeded", 1},
+        {"pol-always", "succeeded", 2},
+        {"pol-on-failure", "failed", 1},
+        {"pol-on-error", "succeeded", 2},
+        {"pol-on-transient", "failed", 1},
+        {"pol-on-transient-2", "succeeded", 2},
+        {"pending", "failed", 1},
+    };
+    struct store_step_instance *rows;
+    size_t n;
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        const struct store_step_instance *row = step_row(&f, &r, want[i].step, -1, &rows, &n);
+        ck_assert_msg(row != NULL, "no row for %s", want[i].step);
+        ck_assert_msg(!strcmp(store_step_state_name(row->state), want[i].state) &&
+                          row->attempt == want[i].attempt,
+                      "%s: %s attempt %d, expected %s attempt %d", want[i].step,
+                      store_step_state_name(row->state), row->attempt, want[i].state,
+                      want[i].attempt);
+    }
+    const struct store_step_instance *p = step_row(&f, &r, "pending", -1, &rows, &n);
+    ck_assert_msg(p->reason && strstr(p->reason, "pending_timeout"), "reason %s",
+                  p->reason ? p->reason : "(null)");
+    fx_done(&f);
+}
+END_TEST
+
+START_TEST(test_catchup_all_fills_the_day)
+{
+    struct fx f;
+    fx_init(&f, "sched_catchup");
+    /* hourly since midnight UTC today: catchup all creates every tick up to now */
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char yaml[512];
+    snprintf(yaml, sizeof(yaml),
+             "name: hourly\nschedule: \"0 * * * *\"\nstart_date: %04d-%02d-%02d\n"
+             "catchup: all\nmax_active_runs: 50\nsteps:\n  - {name: a, command: [x]}\n",
+             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday);
+    write_dag(&f, "hourly", yaml);
+    int hour = tm.tm_hour;
+    start_scheduler(&f, 0, "s0");
+    wait_dag(&f, "hourly");
+    PGconn *c = pgtest_admin_connect(f.db_url);
+    int64_t deadline = now_ms() + 30000;
+    for (;;) {
+        char *v = pgtest_admin_value(c, "SELECT count(*) FILTER (WHERE state = 'succeeded') "
+                                        "|| ' ' || count(*) FROM runs");
+        int done = 0, all = 0;
+        ck_assert_int_eq(sscanf(v, "%d %d", &done, &all), 2); // NOLINT(cert-err34-c)
+        free(v);
+        if (done >= hour + 1 && done == all)
+            break;
+        ck_assert_msg(now_ms() < deadline, "%d of %d runs done, %d expected", done, all, hour + 1);
+        struct queue_batch b = QUEUE_BATCH_INIT;
+        queue_read_steps(&b, f.q, "default", "tw", 100, 50);
+        for (size_t i = 0; i < b.n; i++) {
+            struct outcome ok = {.succeed = true};
+            publish(&f, b.entries[i].step->attempt_id, QUEUE_EVENT_RUNNING, "tw", NULL);
+            publish(&f, b.entries[i].step->attempt_id, QUEUE_EVENT_SUCCEEDED, "tw", &ok);
+            queue_ack_step(f.q, "default", &b.entries[i].id);
+        }
+        queue_batch_release(&b);
+    }
+    /* one run per tick, the tick is the logical time, none twice */
+    char *v = pgtest_admin_value(
+        c, "SELECT count(DISTINCT logical_time) = count(*) AND "
+           "bool_and(extract(minute FROM logical_time) = 0) AND "
+           "min(logical_time) = date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' "
+           "FROM runs");
+    ck_assert_str_eq(v, "t");
+    free(v);
+    PQfinish(c);
+    fx_done(&f);
+}
+END_TEST
+
 Suite *suite_integration_scheduler(void)
 {
     Suite *s = suite_create("integration_scheduler");
@@ -774,6 +943,7 @@ Suite *suite_integration_scheduler(void)
     tcase_add_unchecked_fixture(tc, redis_setup, redis_teardown);
     tcase_add_test(tc, test_chain_outputs_when_and_rules);
     tcase_add_test(tc, test_retries_failures_and_on_exit);
+    tcase_add_test(tc, test_every_trigger_rule_and_retry_policy);
     tcase_add_test(tc, test_fan_out_and_in);
     tcase_add_test(tc, test_cancel_stops_running_steps);
     tcase_add_test(tc, test_max_active_runs);
@@ -782,6 +952,7 @@ Suite *suite_integration_scheduler(void)
     tcase_add_test(tc, test_malformed_events_are_dropped);
     tcase_add_test(tc, test_restart_and_standby_takeover);
     tcase_add_test(tc, test_cron_creates_scheduled_runs);
+    tcase_add_test(tc, test_catchup_all_fills_the_day);
     suite_add_tcase(s, tc);
     return s;
 }

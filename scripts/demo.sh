@@ -8,6 +8,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 sluice=bin/sluice
 
+# As root, the embedded PostgreSQL runs as nobody, who must be able to reach the data
+# directory; a checkout under /root is not reachable, so keep the data elsewhere then.
+if [ "$(id -u)" -eq 0 ] && [ -z "${SLUICE_DATA_DIR:-}" ] &&
+   ! runuser -u nobody -- test -x "$PWD" 2>/dev/null; then
+    export SLUICE_DATA_DIR=/var/tmp/sluice-demo
+    echo "(data directory: $SLUICE_DATA_DIR, since nobody cannot reach $PWD)"
+fi
+
 echo "== sluice dag validate dags/"
 $sluice dag validate dags/
 

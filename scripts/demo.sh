@@ -43,4 +43,4 @@ grep -q '^deploy  *skipped' "$tmp/run2.txt" || { echo "demo: deploy was not skip
 
 echo
 echo "The deployed model and its manifest are in /tmp/sluice-serving/iris/; the step logs"
-echo "and run directories under .sluice/. \`sluice standalone\` keeps the same setup running."
+echo "and run directories under ${SLUICE_DATA_DIR:-.sluice}/. \`sluice standalone\` keeps the same setup running."

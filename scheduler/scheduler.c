@@ -889,8 +889,9 @@ static void tick(struct scheduler *s, int64_t now)
         };
         struct ticker_decision dec;
         if (ticker_decide(&dec, m->dag, tz, &ts, now, 100) == 0) {
+            /* the ticker reports the same skipped ticks on every pass: debug only */
             if (dec.n_skipped)
-                sl_info(COMP, "DAG %s: %zu tick%s skipped (%s)", d->dag_id, dec.n_skipped,
+                sl_debug(COMP, "DAG %s: %zu tick%s skipped (%s)", d->dag_id, dec.n_skipped,
                         dec.n_skipped == 1 ? "" : "s", dec.skipped_reason);
             if (dec.cancel_active)
                 for (size_t k = 0; k < s->n_runs; k++)

@@ -106,11 +106,20 @@ demo: deps
 	@$(MAKE) --no-print-directory bin/sluice
 	bash scripts/demo.sh
 
+# Each bench/*.c is a program of its own (bench/README.md): bench_dsl parses DAGs,
+# bench_engine runs the whole engine on embedded servers, next to Celery.
+BENCH_BINS := $(patsubst bench/%.c,build/release/bench/%,$(BENCH_SRCS))
 bench: deps
-	@$(MAKE) --no-print-directory build/release/bench/bench_dsl bin/sluice
+	@$(MAKE) --no-print-directory $(BENCH_BINS) bin/sluice
 	build/release/bench/bench_dsl
+	build/release/bench/bench_engine
 
-build/release/bench/bench_dsl: $(call obj,release,$(BENCH_SRCS)) build/release/libsluice.a
+build/release/bench/bench_engine: build/release/obj/bench/bench_engine.o \
+		build/release/obj/cli/embed.o build/release/libsluice.a
+	@mkdir -p $(@D)
+	$(CC) -o $@ $^ $(PKG_LIBS) -lm
+
+build/release/bench/%: build/release/obj/bench/%.o build/release/libsluice.a
 	@mkdir -p $(@D)
 	$(CC) -o $@ $^ $(PKG_LIBS) -lm
 

@@ -421,6 +421,58 @@ int queue_dispatch(struct queue_id *out_id, struct queue *q, const char *queue_n
     return result;
 }
 
+int queue_dispatch_many(int *results, struct queue *q, const char *queue_name,
+                        const struct queue_step_msg *msgs, size_t n)
+{
+    if (!valid_name(queue_name))
+        return SL_EINVAL;
+    /* Encode everything first: an invalid message sends nothing. */
+    struct strbuf all = STRBUF_INIT;
+    size_t *ends = xcalloc(n ? n : 1, sizeof(*ends));
+    int result = 0;
+    for (size_t i = 0; i < n && result == 0; i++) {
+        result = queue_step_msg_encode(&all, &msgs[i]);
+        ends[i] = all.len;
+    }
+    for (size_t done = 0; done < n && result == 0;) {
+        size_t start = done ? ends[done - 1] : 0, k = 0;
+        while (done + k < n && k < IDS_PER_SCRIPT &&
+               (k == 0 || ends[done + k] - start <= BYTES_PER_SCRIPT))
+            k++;
+        struct queue_cmd cmd;
+        queue_cmd_init_script(&cmd, QUEUE_SCRIPT_DISPATCH_MANY, 2);
+        queue_cmd_add(&cmd, step_key(&cmd, q, queue_name));
+        queue_cmd_add(&cmd, q->key_msg);
+        queue_cmd_add(&cmd, queue_name);
+        for (size_t i = done; i < done + k; i++) {
+            size_t from = i ? ends[i - 1] : 0;
+            queue_cmd_add(&cmd, msgs[i].attempt_id);
+            queue_cmd_addb(&cmd, all.buf + from, ends[i] - from);
+        }
+        redisReply *r = NULL;
+        result = queue_run(&r, q, &cmd, 0);
+        queue_cmd_release(&cmd);
+        if (result == 0) {
+            bool ok = is_array(r, 2 * k) && r->elements == 2 * k;
+            for (size_t i = 0; ok && i < k; i++) {
+                int64_t created;
+                struct queue_id id;
+                ok = reply_int(&created, r->element[2 * i]) && copy_id(&id, r->element[2 * i + 1]);
+                if (ok && results)
+                    results[done + i] = created ? 0 : SL_EEXIST;
+            }
+            if (ok)
+                freeReplyObject(r);
+            else
+                result = queue_reply_fail(q, r, "dispatch");
+        }
+        done += k;
+    }
+    free(ends);
+    strbuf_release(&all);
+    return result;
+}
+
 /* Runs an XADD; stores the new entry's id in *out_id (may be NULL). */
 static int run_xadd(struct queue_id *out_id, struct queue *q, struct queue_cmd *cmd,
                     const char *what)

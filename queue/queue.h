@@ -231,6 +231,16 @@ int queue_dispatch(struct queue_id *out_id, struct queue *q, const char *queue_n
                    const struct queue_step_msg *msg);
 
 /*
+ * queue_dispatch() for n messages to one queue, in one round trip per
+ * QUEUE_READ_MAX messages (a Lua script does each dispatch). results[i] (may be NULL)
+ * gets 0 (sent) or SL_EEXIST (its attempt already had a message). Returns 0; SL_EINVAL or
+ * SL_ETOOBIG if a message cannot be encoded (then nothing is sent); SL_ECONN or SL_EIO,
+ * after which some chunks may have been sent - repeating the call is harmless.
+ */
+int queue_dispatch_many(int *results, struct queue *q, const char *queue_name,
+                        const struct queue_step_msg *msgs, size_t n);
+
+/*
  * Whether queue_name holds a message for attempt_id (queued or being run), in O(1)
  * through the message index. An index record whose entry no longer exists is removed
  * and reported as false. For the reconciler: a `queued` step with no message is re-sent.

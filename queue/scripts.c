@@ -154,6 +154,35 @@ const char *const queue_script_source[QUEUE_NSCRIPTS] = {
                                     "end\n"
                                     "return ids\n",
 
+    /* KEYS: stream, index. ARGV: queue name, then attempt id and payload pairs. DISPATCH
+     * for each pair. Returns {created, id, created, id, ...}. */
+    [QUEUE_SCRIPT_DISPATCH_MANY] =
+        "local out = {}\n"
+        "for i = 2, #ARGV, 2 do\n"
+        "  local a, m, sent = ARGV[i], ARGV[i + 1], nil\n"
+        "  local cur = redis.call('HGET', KEYS[2], a)\n"
+        "  if cur then\n"
+        "    local sp = string.find(cur, ' ', 1, true)\n"
+        "    if sp then\n"
+        "      local id = string.sub(cur, 1, sp - 1)\n"
+        "      if string.sub(cur, sp + 1) ~= ARGV[1]\n"
+        "         or #redis.call('XRANGE', KEYS[1], id, id) > 0 then\n"
+        "        sent = id\n"
+        "      end\n"
+        "    end\n"
+        "  end\n"
+        "  if sent then\n"
+        "    out[#out + 1] = 0\n"
+        "    out[#out + 1] = sent\n"
+        "  else\n"
+        "    local id = redis.call('XADD', KEYS[1], '*', 'm', m, 'a', a)\n"
+        "    redis.call('HSET', KEYS[2], a, id .. ' ' .. ARGV[1])\n"
+        "    out[#out + 1] = 1\n"
+        "    out[#out + 1] = id\n"
+        "  end\n"
+        "end\n"
+        "return out\n",
+
     /* KEYS: stream, index. ARGV: group, queue name, entry ids... ACK_STEP for each id; a
      * missing group (Redis lost its data) acks nothing and is not an error. Returns acked +
      * deleted. */

@@ -349,8 +349,11 @@ static struct model *model_get(struct scheduler *s, int64_t version_id, struct a
     struct dsl_diags diags;
     dsl_diags_init(&diags);
     struct dsl_dag *dag = NULL;
+    /* the normalized model is larger than the file it came from: no size limit here,
+     * the file was held to it when the version was recorded */
+    struct dsl_options mo = {.max_bytes = strlen(v.model_json) + 1};
     int rc = dsl_parse_buffer(&dag, v.file_path ? v.file_path : v.dag_id, v.model_json,
-                              strlen(v.model_json), NULL, &diags);
+                              strlen(v.model_json), &mo, &diags);
     dsl_diags_release(&diags);
     if (rc < 0) {
         sl_error(COMP, "DAG '%s' version %lld: its stored model does not parse", v.dag_id,
@@ -501,8 +504,10 @@ static int load_run(struct scheduler *s, const struct store_run *sr, int64_t now
     size_t n_rows = 0;
     cJSON *params = NULL;
     struct engine_row *er = NULL;
-    if (!m)
+    if (!m) {
+        rc = store_session_lost(s->st) ? SL_ECONN : SL_EINVAL;
         goto out;
+    }
     if ((rc = store_steps_of_run(s->st, &rows, &n_rows, sr->id, 0, &mem)) < 0) {
         sl_error(COMP, "run %s/%s: cannot read its steps: %s", sr->dag_id, sr->run_id,
                  store_errmsg(s->st));
@@ -652,6 +657,62 @@ static void send_dispatch(struct scheduler *s, struct srun *r, size_t i, cJSON *
     }
 }
 
+/* Sends the batch's dispatches, one pipelined call per queue. */
+static void send_dispatches(struct scheduler *s)
+{
+    struct queue_step_msg *msgs = NULL;
+    const char **queues = NULL;
+    size_t n = 0, alloc = 0, alloc_q = 0;
+    for (size_t i = 0; i < s->n_runs; i++) {
+        struct srun *r = s->runs[i];
+        for (size_t k = 0; k < r->acts.n; k++) {
+            const struct engine_action *a = &r->acts.v[k];
+            const struct engine_instance *in = &r->er->inst[a->inst];
+            if (a->kind != ENGINE_ACT_DISPATCH || a->attempt != in->attempt ||
+                in->state != ENGINE_QUEUED)
+                continue;
+            char id[ENGINE_ATTEMPT_ID_MAX];
+            engine_attempt_id(r->er, a->inst, id, sizeof(id));
+            XGROW(msgs, alloc, n + 1);
+            XGROW(queues, alloc_q, n + 1); // NOLINT(bugprone-sizeof-expression)
+            queues[n] = step_queue(r, a->inst);
+            msgs[n++] = (struct queue_step_msg){
+                .attempt_id = arena_strdup(&s->batch_mem, id),
+                .dag_id = r->dag_id,
+                .run_id = r->run_id,
+                .step = (char *)r->er->steps[in->step].def->name,
+                .map_index = in->map_index,
+                .attempt = in->attempt,
+                .spec = a->spec,
+            };
+        }
+    }
+    /* group by queue, keeping each queue's order */
+    bool *sent = xcalloc(n + 1, sizeof(*sent));
+    struct queue_step_msg *group = xcalloc(n + 1, sizeof(*group));
+    for (size_t i = 0; i < n; i++) {
+        if (sent[i])
+            continue;
+        size_t g = 0;
+        for (size_t j = i; j < n; j++) {
+            if (!sent[j] && !strcmp(queues[j], queues[i])) {
+                group[g++] = msgs[j];
+                sent[j] = true;
+            }
+        }
+        int rc = queue_dispatch_many(NULL, s->q, queues[i], group, g);
+        if (rc == 0)
+            STAT_ADD(s, dispatched, g);
+        else /* the reconciler sends them once Redis is back */
+            sl_warn(COMP, "cannot send %zu steps to queue %s (%s); the reconciler will retry", g,
+                    queues[i], sl_strerror(rc));
+    }
+    free(group);
+    free(sent);
+    free(queues);
+    free(msgs);
+}
+
 static void send_stop(struct scheduler *s, struct srun *r, size_t i, const char *reason)
 {
     char id[ENGINE_ATTEMPT_ID_MAX];
@@ -729,16 +790,12 @@ static int flush(struct scheduler *s)
         STAT_ADD(s, batches, 1);
     }
     /* committed: now Redis */
+    send_dispatches(s);
     for (size_t i = 0; i < s->n_runs; i++) {
         struct srun *r = s->runs[i];
-        for (size_t k = 0; k < r->acts.n; k++) {
-            struct engine_action *a = &r->acts.v[k];
-            if (a->kind == ENGINE_ACT_DISPATCH && a->attempt == r->er->inst[a->inst].attempt &&
-                r->er->inst[a->inst].state == ENGINE_QUEUED)
-                send_dispatch(s, r, a->inst, a->spec, false);
-            else if (a->kind == ENGINE_ACT_STOP)
-                send_stop(s, r, a->inst, a->reason);
-        }
+        for (size_t k = 0; k < r->acts.n; k++)
+            if (r->acts.v[k].kind == ENGINE_ACT_STOP)
+                send_stop(s, r, r->acts.v[k].inst, r->acts.v[k].reason);
     }
     if (s->n_acks && queue_ack_events(s->q, s->acks, s->n_acks) < 0)
         sl_warn(COMP, "cannot acknowledge %zu events; they will be applied again (harmless)",
@@ -892,7 +949,7 @@ static void tick(struct scheduler *s, int64_t now)
             /* the ticker reports the same skipped ticks on every pass: debug only */
             if (dec.n_skipped)
                 sl_debug(COMP, "DAG %s: %zu tick%s skipped (%s)", d->dag_id, dec.n_skipped,
-                        dec.n_skipped == 1 ? "" : "s", dec.skipped_reason);
+                         dec.n_skipped == 1 ? "" : "s", dec.skipped_reason);
             if (dec.cancel_active)
                 for (size_t k = 0; k < s->n_runs; k++)
                     if (!strcmp(s->runs[k]->dag_id, d->dag_id))
@@ -932,7 +989,13 @@ static void poll_runs(struct scheduler *s, int64_t now)
         for (size_t i = 0; i < n; i++) {
             struct srun *r = find_run_pk(s, runs[i].id);
             if (!r) {
-                load_run(s, &runs[i], now);
+                if (load_run(s, &runs[i], now) == SL_EINVAL) {
+                    /* its pinned version cannot be run: fail it once, loudly, rather
+                     * than leave it queued and try again every poll */
+                    sl_error(COMP, "run %s/%s failed: its DAG version %lld cannot be loaded",
+                             runs[i].dag_id, runs[i].run_id, (long long)runs[i].version_id);
+                    store_run_set_state(s->st, runs[i].id, STORE_RUN_FAILED, STORE_NO_TIME);
+                }
             } else if (runs[i].state == STORE_RUN_CANCELLING &&
                        r->er->state != ENGINE_RUN_CANCELLING && !engine_run_done(r->er)) {
                 sl_info(COMP, "run %s/%s: cancel requested", r->dag_id, r->run_id);
@@ -969,14 +1032,17 @@ static enum engine_failure parse_failure(const char *name)
     return ENGINE_FAIL_STEP;
 }
 
-/* Finds instance (step, map_index) of r; returns its index or SIZE_MAX. */
+/* Finds instance (step, map_index) of r: the step by name, then its instance directly.
+ * Returns its index or SIZE_MAX. */
 static size_t find_instance(const struct srun *r, const char *step, size_t step_len, int map)
 {
-    for (size_t i = 0; i < r->er->n_inst; i++) {
-        const struct engine_instance *in = &r->er->inst[i];
-        const char *name = r->er->steps[in->step].def->name;
-        if (in->map_index == map && strlen(name) == step_len && !memcmp(name, step, step_len))
-            return i;
+    for (size_t k = 0; k < r->er->n_steps; k++) {
+        const struct engine_step *es = &r->er->steps[k];
+        if (strlen(es->def->name) != step_len || memcmp(es->def->name, step, step_len))
+            continue;
+        if (map < 0)
+            return es->self;
+        return es->expanded && (size_t)map < es->count ? es->first + (size_t)map : SIZE_MAX;
     }
     return SIZE_MAX;
 }

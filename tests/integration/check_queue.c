@@ -954,6 +954,44 @@ START_TEST(test_server_restart)
 }
 END_TEST
 
+START_TEST(test_dispatch_many)
+{
+    struct queue *q = open_q("dm:");
+    ck_assert_int_eq(dispatch(NULL, q, "default", "a.r.s.-1.1"), 0);
+    cJSON *specs[3];
+    struct queue_step_msg m[3] = {make_step("a.r.s.-1.1", &specs[0]),
+                                  make_step("a.r.t.-1.1", &specs[1]),
+                                  make_step("a.r.u.-1.1", &specs[2])};
+    int results[3] = {99, 99, 99};
+    ck_assert_int_eq(queue_dispatch_many(results, q, "default", m, 3), 0);
+    ck_assert_int_eq(results[0], SL_EEXIST); /* sent before: idempotent per attempt */
+    ck_assert_int_eq(results[1], 0);
+    ck_assert_int_eq(results[2], 0);
+    ck_assert_int_eq(queue_dispatch_many(results, q, "default", m, 3), 0);
+    ck_assert_int_eq(results[1], SL_EEXIST);
+    bool has = false;
+    ck_assert_int_eq(queue_has_message(&has, q, "default", "a.r.u.-1.1"), 0);
+    ck_assert(has);
+    /* read back in order, each once */
+    struct queue_batch b = QUEUE_BATCH_INIT;
+    ck_assert_int_eq(queue_read_steps(&b, q, "default", "c1", 10, 0), 0);
+    ck_assert_uint_eq(b.n, 3);
+    ck_assert_str_eq(b.entries[1].step->attempt_id, "a.r.t.-1.1");
+    ck_assert_str_eq(cJSON_GetObjectItem(b.entries[2].step->spec, "for")->valuestring,
+                     "a.r.u.-1.1");
+    queue_batch_release(&b);
+    /* an invalid message sends nothing */
+    m[1].attempt_id = "";
+    ck_assert_int_eq(queue_dispatch_many(NULL, q, "other", m, 3), SL_EINVAL);
+    struct queue_stats st;
+    ck_assert_int_eq(queue_step_stats(&st, q, "other"), 0);
+    ck_assert_int_eq(st.length, 0);
+    for (int i = 0; i < 3; i++)
+        cJSON_Delete(specs[i]);
+    queue_close(q);
+}
+END_TEST
+
 Suite *suite_integration_queue(void)
 {
     Suite *s = suite_create("integration_queue");
@@ -961,6 +999,7 @@ Suite *suite_integration_queue(void)
     TCase *tc = tcase_create("shared");
     tcase_add_unchecked_fixture(tc, redis_setup, redis_teardown);
     tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, test_dispatch_many);
     tcase_add_test(tc, test_step_round_trip);
     tcase_add_test(tc, test_blocking_read_wakes);
     tcase_add_test(tc, test_takeover);

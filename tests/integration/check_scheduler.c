@@ -13,6 +13,7 @@
 #include "scheduler/scheduler.h"
 #include "store/store.h"
 #include "tests/harness/harness.h"
+#include "worker/worker.h"
 #include "tests/harness/pgtest.h"
 #include "tests/testutil.h"
 
@@ -934,6 +935,93 @@ START_TEST(test_catchup_all_fills_the_day)
 }
 END_TEST
 
+START_TEST(test_overlap_forbid_waits_for_the_active_run)
+{
+    struct fx f;
+    fx_init(&f, "sched_overlap");
+    write_dag(&f, "ov",
+              "name: ov\nschedule: \"@every 1s\"\nstart_date: 2026-01-01\ncatchup: latest\n"
+              "overlap: forbid\nmax_active_runs: 5\nsteps:\n  - {name: a, command: [x]}\n");
+    start_scheduler(&f, 0, "s0");
+    wait_dag(&f, "ov");
+    PGconn *c = pgtest_admin_connect(f.db_url);
+    /* take the first run's step and sit on it for 3 s: ticks keep coming, none may start
+     * a run while that one is active */
+    struct queue_batch b = QUEUE_BATCH_INIT;
+    int64_t deadline = now_ms() + 10000;
+    while (b.n == 0) {
+        queue_batch_release(&b);
+        ck_assert(now_ms() < deadline);
+        ck_assert_int_eq(queue_read_steps(&b, f.q, "default", "tw", 10, 50), 0);
+    }
+    nap(3000);
+    char *v = pgtest_admin_value(c, "SELECT count(*) FROM runs");
+    ck_assert_str_eq(v, "1");
+    free(v);
+    struct outcome ok = {.succeed = true};
+    publish(&f, b.entries[0].step->attempt_id, QUEUE_EVENT_RUNNING, "tw", NULL);
+    publish(&f, b.entries[0].step->attempt_id, QUEUE_EVENT_SUCCEEDED, "tw", &ok);
+    queue_ack_step(f.q, "default", &b.entries[0].id);
+    queue_batch_release(&b);
+    /* once it ended, the next tick gets a run */
+    deadline = now_ms() + 10000;
+    for (;;) {
+        v = pgtest_admin_value(c, "SELECT count(*) FROM runs");
+        bool two = strcmp(v, "1") != 0;
+        free(v);
+        if (two)
+            break;
+        ck_assert_msg(now_ms() < deadline, "no second run after the first ended");
+        nap(50);
+    }
+    PQfinish(c);
+    fx_done(&f);
+}
+END_TEST
+
+START_TEST(test_step_timeout_with_the_real_worker)
+{
+    struct fx f;
+    fx_init(&f, "sched_timeout");
+    write_dag(&f, "slow",
+              "name: slow\nsteps:\n"
+              "  - {name: nap, command: [/bin/sleep, \"30\"], timeout: 1s, retries: 0}\n"
+              "  - {name: after, depends_on: [nap], trigger_rule: all_done, "
+              "command: [/bin/true]}\n");
+    start_scheduler(&f, 0, "s0");
+    char logs[96], work[96];
+    snprintf(logs, sizeof(logs), "%s/logs", f.dags);
+    snprintf(work, sizeof(work), "%s/work", f.dags);
+    struct worker_options wo = {.redis_url = f.redis_url,
+                                .id = "real",
+                                .slots = 2,
+                                .executor = WORKER_EXEC_LOCAL,
+                                .log_root = logs,
+                                .work_root = work,
+                                .kill_grace_ms = 500};
+    struct worker *w;
+    ck_assert_int_eq(worker_start(&w, &wo), 0);
+    struct store_run r = trigger(&f, "slow", NULL);
+    int64_t t0 = now_ms();
+    int64_t deadline = t0 + 20000;
+    while (run_state(&f, &r) != STORE_RUN_SUCCEEDED && run_state(&f, &r) != STORE_RUN_FAILED) {
+        ck_assert_msg(now_ms() < deadline, "run still %s", store_run_state_name(run_state(&f, &r)));
+        nap(50);
+    }
+    ck_assert_int_lt(now_ms() - t0, 15000); /* stopped, not slept out */
+    struct store_step_instance *rows;
+    size_t n;
+    const struct store_step_instance *nap_row = step_row(&f, &r, "nap", -1, &rows, &n);
+    ck_assert_str_eq(store_step_state_name(nap_row->state), "failed");
+    ck_assert_msg(nap_row->reason && strstr(nap_row->reason, "timeout"), "reason %s",
+                  nap_row->reason ? nap_row->reason : "(null)");
+    ck_assert_str_eq(state_of(&f, &r, "after", -1), "succeeded");
+    worker_stop(w);
+    worker_join(w);
+    fx_done(&f);
+}
+END_TEST
+
 Suite *suite_integration_scheduler(void)
 {
     Suite *s = suite_create("integration_scheduler");
@@ -953,6 +1041,8 @@ Suite *suite_integration_scheduler(void)
     tcase_add_test(tc, test_restart_and_standby_takeover);
     tcase_add_test(tc, test_cron_creates_scheduled_runs);
     tcase_add_test(tc, test_catchup_all_fills_the_day);
+    tcase_add_test(tc, test_overlap_forbid_waits_for_the_active_run);
+    tcase_add_test(tc, test_step_timeout_with_the_real_worker);
     suite_add_tcase(s, tc);
     return s;
 }

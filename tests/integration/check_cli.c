@@ -175,6 +175,61 @@ START_TEST(test_usage_errors)
 }
 END_TEST
 
+/* Bad input to the daemons and dag test: a clear error, exit 2, nothing started. */
+START_TEST(test_run_commands_refuse_bad_input)
+{
+    char dir[] = "/tmp/sluice-cli-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char *iris = test_path("dags/iris.yaml");
+    char *out, *err;
+    /* every bad parameter at once, before any server starts */
+    int rc = run_sluice(&out, &err, "dag", "test", iris, "-p", "n_estimators=many", NULL);
+    ck_assert_msg(rc == 2, "exit %d, stderr:\n%s", rc, err);
+    ck_assert_msg(strstr(err, "n_estimators") && strstr(err, "integer"), "%s", err);
+    ck_assert_ptr_null(strstr(err, "starting PostgreSQL"));
+    free(out);
+    free(err);
+    rc = run_sluice(&out, &err, "dag", "test", iris, "-p", "colour=red", NULL);
+    ck_assert_msg(rc == 2 && strstr(err, "colour"), "exit %d, stderr:\n%s", rc, err);
+    free(out);
+    free(err);
+    rc = run_sluice(&out, &err, "dag", "test", iris, "-p", "=x", NULL);
+    ck_assert_msg(rc == 2 && strstr(err, "NAME=VALUE"), "exit %d, stderr:\n%s", rc, err);
+    free(out);
+    free(err);
+    /* an invalid DAG: its errors with their positions */
+    char *bad = write_temp(dir, "bad.yaml", "name: bad\nsteps:\n  - {name: a, depends_on: [zz]}\n");
+    rc = run_sluice(&out, &err, "dag", "test", bad, NULL, NULL, NULL);
+    ck_assert_msg(rc == 2 && strstr(err, "bad.yaml:3:"), "exit %d, stderr:\n%s", rc, err);
+    free(out);
+    free(err);
+    /* a configuration with a typo, and one without servers */
+    char *typo = write_temp(dir, "typo.yaml", "scheduler:\n  batch_sise: 10\n");
+    rc = run_sluice(&out, &err, "scheduler", "--config", typo, NULL, NULL, NULL);
+    ck_assert_msg(rc == 2 && strstr(err, "typo.yaml:2:3: unknown key 'scheduler.batch_sise'"),
+                  "exit %d, stderr:\n%s", rc, err);
+    free(out);
+    free(err);
+    char *empty = write_temp(dir, "empty.yaml", "");
+    rc = run_sluice(&out, &err, "scheduler", "--config", empty, NULL, NULL, NULL);
+    ck_assert_msg(rc == 2 && strstr(err, "needs database_url and redis_url"),
+                  "exit %d, stderr:\n%s", rc, err);
+    free(out);
+    free(err);
+    rc = run_sluice(&out, &err, "worker", "--config", empty, "--slots", "0", NULL);
+    ck_assert_msg(rc == 2, "exit %d, stderr:\n%s", rc, err);
+    free(out);
+    free(err);
+    char *cmd = xasprintf("rm -rf '%s'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+    free(cmd);
+    free(bad);
+    free(typo);
+    free(empty);
+    free(iris);
+}
+END_TEST
+
 Suite *suite_integration_cli(void)
 {
     Suite *s = suite_create("integration_cli");
@@ -184,6 +239,7 @@ Suite *suite_integration_cli(void)
     tcase_add_test(tc, test_validate_reports_every_error);
     tcase_add_test(tc, test_graph_and_show);
     tcase_add_test(tc, test_usage_errors);
+    tcase_add_test(tc, test_run_commands_refuse_bad_input);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -19,6 +19,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/strbuf.h"
+#include "common/timeutil.h"
 #include "common/xalloc.h"
 #include "dsl/dsl.h"
 #include "scheduler/engine.h"
@@ -52,13 +53,6 @@ static void install_signals(void)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-}
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void nap_ms(int ms)
@@ -492,7 +486,7 @@ int cmd_dag_test(int argc, char **argv)
         char *key;
     } *seen = NULL;
     size_t n_seen = 0, alloc_seen = 0;
-    int64_t started = now_ms();
+    int64_t started = sl_wall_ms();
     struct store_step_instance *rows = NULL;
     size_t n = 0;
     for (;;) {
@@ -522,7 +516,7 @@ int cmd_dag_test(int argc, char **argv)
                     continue;
                 free(ss->key);
                 ss->key = xstrdup(key);
-                printf("  %7.2fs  %-24s %s%s%s\n", (double)(now_ms() - started) / 1000.0,
+                printf("  %7.2fs  %-24s %s%s%s\n", (double)(sl_wall_ms() - started) / 1000.0,
                        store_step_name(&rows[i], name, sizeof(name)),
                        store_step_state_name(rows[i].state), rows[i].reason ? ": " : "",
                        rows[i].reason ? rows[i].reason : "");
@@ -532,7 +526,7 @@ int cmd_dag_test(int argc, char **argv)
                 now.state == STORE_RUN_CANCELLED) {
                 print_table(&c, dag, &run, rows, n);
                 printf("\nrun %s %s in %.1fs\n", run.run_id, store_run_state_name(now.state),
-                       (double)(now_ms() - started) / 1000.0);
+                       (double)(sl_wall_ms() - started) / 1000.0);
                 status = now.state == STORE_RUN_SUCCEEDED ? 0 : 1;
                 arena_release(&tick);
                 break;

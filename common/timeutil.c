@@ -16,6 +16,7 @@
 #include "common/tz.h"
 
 #include <stdbool.h>
+#include <time.h>
 #include <stdio.h>
 
 int64_t sl_floor_div(int64_t a, int64_t b)
@@ -154,4 +155,11 @@ void sl_time_format_utc(char buf[32], int64_t unix_s)
              y >= 0 && y <= 9999 ? "%04lld-%02u-%02uT%02d:%02d:%02dZ"
                                  : "%+05lld-%02u-%02uT%02d:%02d:%02dZ",
              (long long)y, m, d, (int)(secs / 3600), (int)(secs / 60 % 60), (int)(secs % 60));
+}
+
+int64_t sl_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }

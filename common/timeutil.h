@@ -59,4 +59,7 @@ int sl_time_parse(int64_t *out_unix, const char *s, const struct sl_tz *tz_for_n
  * "-0001-..."); every int64_t fits in 32 bytes. */
 void sl_time_format_utc(char buf[32], int64_t unix_s);
 
+/* The wall clock (CLOCK_REALTIME) in unix milliseconds. */
+int64_t sl_wall_ms(void);
+
 #endif

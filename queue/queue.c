@@ -421,6 +421,19 @@ int queue_dispatch(struct queue_id *out_id, struct queue *q, const char *queue_n
     return result;
 }
 
+/*
+ * Messages encoded one after another end at ends[0..n): how many, from done on, go into
+ * one script call - at most IDS_PER_SCRIPT, and about BYTES_PER_SCRIPT (at least one).
+ */
+static size_t chunk_len(const size_t *ends, size_t done, size_t n)
+{
+    size_t start = done ? ends[done - 1] : 0, k = 0;
+    while (done + k < n && k < IDS_PER_SCRIPT &&
+           (k == 0 || ends[done + k] - start <= BYTES_PER_SCRIPT))
+        k++;
+    return k;
+}
+
 int queue_dispatch_many(int *results, struct queue *q, const char *queue_name,
                         const struct queue_step_msg *msgs, size_t n)
 {
@@ -435,10 +448,7 @@ int queue_dispatch_many(int *results, struct queue *q, const char *queue_name,
         ends[i] = all.len;
     }
     for (size_t done = 0; done < n && result == 0;) {
-        size_t start = done ? ends[done - 1] : 0, k = 0;
-        while (done + k < n && k < IDS_PER_SCRIPT &&
-               (k == 0 || ends[done + k] - start <= BYTES_PER_SCRIPT))
-            k++;
+        size_t k = chunk_len(ends, done, n);
         struct queue_cmd cmd;
         queue_cmd_init_script(&cmd, QUEUE_SCRIPT_DISPATCH_MANY, 2);
         queue_cmd_add(&cmd, step_key(&cmd, q, queue_name));
@@ -804,10 +814,7 @@ int queue_publish_events(struct queue_id *out_ids, size_t *out_bad, struct queue
             *out_bad = i;
     }
     for (size_t done = 0; done < n && result == 0;) {
-        size_t start = done ? ends[done - 1] : 0, k = 0;
-        while (done + k < n && k < IDS_PER_SCRIPT &&
-               (k == 0 || ends[done + k] - start <= BYTES_PER_SCRIPT))
-            k++;
+        size_t k = chunk_len(ends, done, n);
         struct queue_cmd cmd;
         queue_cmd_init_script(&cmd, QUEUE_SCRIPT_PUBLISH_EVENTS, 1);
         queue_cmd_add(&cmd, q->key_events);

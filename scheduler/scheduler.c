@@ -97,13 +97,6 @@ struct scheduler {
     int64_t next_sync, next_tick, next_poll, next_reconcile;
 };
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void sleep_ms(int64_t ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -722,7 +715,7 @@ static void send_stop(struct scheduler *s, struct srun *r, size_t i, const char 
     struct queue_cancel_msg c = {.run_id = r->run_id,
                                  .attempt_id = id,
                                  .reason = (char *)(reason ? reason : "stopped"),
-                                 .time_ms = now_ms()};
+                                 .time_ms = sl_wall_ms()};
     if (queue_publish_cancel(NULL, s->q, &c) < 0)
         sl_warn(COMP, "cannot publish the cancel of %s", id);
 }
@@ -762,7 +755,7 @@ static void notify_end(struct scheduler *s, struct srun *r)
             .state = state,
             .logical_time_ms = has_logical ? logical * 1000 : NOTIFY_NO_TIME,
             .started_at_ms = started == INT64_MAX ? NOTIFY_NO_TIME : started,
-            .ended_at_ms = ended ? ended : now_ms(),
+            .ended_at_ms = ended ? ended : sl_wall_ms(),
             .failed_steps = failed,
             .n_failed_steps = n_failed,
             .api_base_url = s->o.api_url,
@@ -843,7 +836,7 @@ static int restore_all(struct scheduler *s)
     struct store_run *runs = NULL;
     size_t n = 0;
     int rc = store_runs_active_all(s->st, &runs, &n, &mem);
-    int64_t now = now_ms();
+    int64_t now = sl_wall_ms();
     for (size_t i = 0; rc == 0 && i < n; i++)
         if (load_run(s, &runs[i], now) < 0 && store_session_lost(s->st))
             rc = SL_ECONN;
@@ -1291,7 +1284,7 @@ static bool has_work(const struct scheduler *s)
 
 static int iterate(struct scheduler *s)
 {
-    int64_t now = now_ms();
+    int64_t now = sl_wall_ms();
     if (s->dags_root && now >= s->next_sync)
         sync_dags(s, now);
     if (now >= s->next_poll)
@@ -1301,7 +1294,7 @@ static int iterate(struct scheduler *s)
     admit(s, now);
     apply_ticks(s, now);
 
-    int64_t wait = has_work(s) ? 0 : next_wakeup(s) - now_ms();
+    int64_t wait = has_work(s) ? 0 : next_wakeup(s) - sl_wall_ms();
     if (wait > 100)
         wait = 100;
     if (wait < 0)
@@ -1309,7 +1302,7 @@ static int iterate(struct scheduler *s)
     struct queue_batch b = QUEUE_BATCH_INIT;
     int rc = queue_read_events(&b, s->q, s->o.id, s->o.batch_size, (int)wait);
     if (rc == 0) {
-        now = now_ms();
+        now = sl_wall_ms();
         for (size_t i = 0; i < b.n; i++) {
             XGROW(s->acks, s->alloc_acks, s->n_acks + 1);
             s->acks[s->n_acks++] = b.entries[i].id;
@@ -1328,8 +1321,8 @@ static int iterate(struct scheduler *s)
 
     rc = flush(s);
     /* after the commit, so that a queued step is never re-sent before it was sent */
-    if (rc == 0 && now_ms() >= s->next_reconcile) {
-        reconcile(s, now_ms());
+    if (rc == 0 && sl_wall_ms() >= s->next_reconcile) {
+        reconcile(s, sl_wall_ms());
         rc = flush(s);
     }
     if (rc < 0) {

@@ -263,13 +263,6 @@ static void format_time_ms(char buf[48], int64_t ms)
     snprintf(buf, 48, "%s.%03dZ", secs, (int)frac);
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Checks that json is at most STORE_PARAMS_MAX_BYTES of valid JSON, an object if
  * must_be_object. */
 static int check_json(struct store *st, const char *json, const char *what, bool must_be_object)
@@ -365,11 +358,11 @@ int store_run_create(struct store *st, struct store_run *out, bool *out_existed,
     bool random_id = false;
     if (!run_id_given) {
         if (scheduled || in->trigger == STORE_TRIGGER_BACKFILL) {
-            format_time_ms(when,
-                           in->logical_time_ms == STORE_NO_TIME ? now_ms() : in->logical_time_ms);
+            format_time_ms(when, in->logical_time_ms == STORE_NO_TIME ? sl_wall_ms()
+                                                                      : in->logical_time_ms);
             snprintf(gen, sizeof(gen), "%s__%s", trigger_names[in->trigger], when);
         } else {
-            format_time_ms(when, now_ms());
+            format_time_ms(when, sl_wall_ms());
             snprintf(gen, sizeof(gen), "%s__%s_%08x", trigger_names[in->trigger], when,
                      store_random(st));
             random_id = true;

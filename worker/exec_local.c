@@ -172,13 +172,6 @@ static void exec_fail(struct exec_local *e, enum exec_failure failure, char *rea
     e->failure = failure;
 }
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* --- Copying the spec (loop thread, memory only) ---------------------------------- */
 
 /* A name that may be one path component: no '/', not "", "." or "..". */
@@ -393,7 +386,7 @@ static void write_header(struct exec_local *e)
 {
     struct strbuf sb = STRBUF_INIT;
     char when[32];
-    int64_t now = wall_ms();
+    int64_t now = sl_wall_ms();
 
     sl_time_format_utc(when, sl_floor_div(now, 1000));
     strbuf_addf(&sb, "=== sluice: attempt %s started at %s, argv [", e->attempt_id, when);
@@ -695,7 +688,7 @@ static void exec_finish(struct exec_local *e)
     exec_set_state(e, EXEC_FINISHING);
     uv_timer_stop(&e->timer);
     if (!e->finished_ms) {
-        e->finished_ms = wall_ms();
+        e->finished_ms = sl_wall_ms();
         e->finished_hr = uv_hrtime();
     }
     int rc = uv_queue_work(e->loop, &e->work, on_finish_work, on_finish_done);
@@ -723,7 +716,7 @@ static void on_child_exit(uv_process_t *process, int64_t exit_status, int term_s
 {
     struct exec_local *e = process->data;
 
-    e->finished_ms = wall_ms();
+    e->finished_ms = sl_wall_ms();
     e->finished_hr = uv_hrtime();
     /* Nothing outlives its step: whatever the leader left behind in its group is killed
      * now (the group exists as long as a member does, so its id cannot be reused). */
@@ -794,7 +787,7 @@ static void spawn(struct exec_local *e)
         return;
     }
     e->pid = e->process.pid;
-    e->started_ms = wall_ms();
+    e->started_ms = sl_wall_ms();
     e->started_hr = uv_hrtime();
     exec_set_state(e, EXEC_RUNNING);
     if (e->timeout_ms > 0)

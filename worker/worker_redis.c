@@ -27,6 +27,7 @@
 #include "worker/worker_int.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "common/timeutil.h"
 #include "common/xalloc.h"
 
 #include <stdlib.h>
@@ -40,9 +41,7 @@ int64_t worker_mono_ms(void)
 
 int64_t worker_wall_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return sl_wall_ms();
 }
 
 /* Waits on cond for up to ms (lock held). */

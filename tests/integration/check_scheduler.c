@@ -232,6 +232,21 @@ static void publish(struct fx *f, const char *attempt_id, enum queue_event_kind 
     cJSON_Delete(outputs);
 }
 
+/* Reports every step message of b as run and succeeded by "tw", acks it, and empties b.
+ * Returns how many there were. */
+static size_t succeed_all(struct fx *f, struct queue_batch *b)
+{
+    struct outcome ok = {.succeed = true};
+    size_t n = b->n;
+    for (size_t i = 0; i < b->n; i++) {
+        publish(f, b->entries[i].step->attempt_id, QUEUE_EVENT_RUNNING, "tw", NULL);
+        publish(f, b->entries[i].step->attempt_id, QUEUE_EVENT_SUCCEEDED, "tw", &ok);
+        queue_ack_step(f->q, "default", &b->entries[i].id);
+    }
+    queue_batch_release(b);
+    return n;
+}
+
 /*
  * Plays the worker "tw" until the run ends or the deadline passes: every message read is
  * answered as the script says. Held attempts are failed as cancelled when a cancel for
@@ -566,11 +581,7 @@ START_TEST(test_max_active_runs)
     nap(500);
     ck_assert_int_eq(run_state(&f, &r2), STORE_RUN_QUEUED);
     ck_assert_int_eq(run_state(&f, &r1), STORE_RUN_RUNNING);
-    struct outcome ok = {.succeed = true};
-    publish(&f, b.entries[0].step->attempt_id, QUEUE_EVENT_RUNNING, "tw", NULL);
-    publish(&f, b.entries[0].step->attempt_id, QUEUE_EVENT_SUCCEEDED, "tw", &ok);
-    queue_ack_step(f.q, "default", &b.entries[0].id);
-    queue_batch_release(&b);
+    succeed_all(&f, &b);
     ck_assert_int_eq(work_until_done(&f, &r2, all_succeed, NULL, NULL, 20000), STORE_RUN_SUCCEEDED);
     ck_assert_int_eq(run_state(&f, &r1), STORE_RUN_SUCCEEDED);
     fx_done(&f);
@@ -696,13 +707,7 @@ START_TEST(test_restart_and_standby_takeover)
     struct queue_batch b = QUEUE_BATCH_INIT;
     for (int done = 0; done < 2;) {
         ck_assert_int_eq(queue_read_steps(&b, f.q, "default", "tw", 10, 100), 0);
-        for (size_t i = 0; i < b.n; i++, done++) {
-            struct outcome ok = {.succeed = true};
-            publish(&f, b.entries[i].step->attempt_id, QUEUE_EVENT_RUNNING, "tw", NULL);
-            publish(&f, b.entries[i].step->attempt_id, QUEUE_EVENT_SUCCEEDED, "tw", &ok);
-            queue_ack_step(f.q, "default", &b.entries[i].id);
-        }
-        queue_batch_release(&b);
+        done += (int)succeed_all(&f, &b);
     }
     struct scheduler_stats s0, s1;
     scheduler_get_stats(f.sched[1], &s1);
@@ -747,13 +752,7 @@ START_TEST(test_cron_creates_scheduled_runs)
         /* keep them finishing so they do not pile up */
         struct queue_batch b = QUEUE_BATCH_INIT;
         queue_read_steps(&b, f.q, "default", "tw", 10, 50);
-        for (size_t i = 0; i < b.n; i++) {
-            struct outcome ok = {.succeed = true};
-            publish(&f, b.entries[i].step->attempt_id, QUEUE_EVENT_RUNNING, "tw", NULL);
-            publish(&f, b.entries[i].step->attempt_id, QUEUE_EVENT_SUCCEEDED, "tw", &ok);
-            queue_ack_step(f.q, "default", &b.entries[i].id);
-        }
-        queue_batch_release(&b);
+        succeed_all(&f, &b);
     }
     /* catchup latest: the backlog since 2026-01-01 was not run */
     char *v = pgtest_admin_value(c, "SELECT count(*) < 100 FROM runs WHERE dag_id = 'tick'");
@@ -914,13 +913,7 @@ START_TEST(test_catchup_all_fills_the_day)
         ck_assert_msg(now_ms() < deadline, "%d of %d runs done, %d expected", done, all, hour + 1);
         struct queue_batch b = QUEUE_BATCH_INIT;
         queue_read_steps(&b, f.q, "default", "tw", 100, 50);
-        for (size_t i = 0; i < b.n; i++) {
-            struct outcome ok = {.succeed = true};
-            publish(&f, b.entries[i].step->attempt_id, QUEUE_EVENT_RUNNING, "tw", NULL);
-            publish(&f, b.entries[i].step->attempt_id, QUEUE_EVENT_SUCCEEDED, "tw", &ok);
-            queue_ack_step(f.q, "default", &b.entries[i].id);
-        }
-        queue_batch_release(&b);
+        succeed_all(&f, &b);
     }
     /* one run per tick, the tick is the logical time, none twice */
     char *v = pgtest_admin_value(
@@ -958,11 +951,7 @@ START_TEST(test_overlap_forbid_waits_for_the_active_run)
     char *v = pgtest_admin_value(c, "SELECT count(*) FROM runs");
     ck_assert_str_eq(v, "1");
     free(v);
-    struct outcome ok = {.succeed = true};
-    publish(&f, b.entries[0].step->attempt_id, QUEUE_EVENT_RUNNING, "tw", NULL);
-    publish(&f, b.entries[0].step->attempt_id, QUEUE_EVENT_SUCCEEDED, "tw", &ok);
-    queue_ack_step(f.q, "default", &b.entries[0].id);
-    queue_batch_release(&b);
+    succeed_all(&f, &b);
     /* once it ended, the next tick gets a run */
     deadline = now_ms() + 10000;
     for (;;) {

@@ -61,6 +61,8 @@ struct srun {
     struct engine_run *er;
     char **workers;      /* per instance: the worker running its attempt, or NULL */
     int64_t *dead_since; /* per instance: when its worker was first seen dead, or 0 */
+    int64_t wakeup;      /* engine_next_wakeup(er), valid unless wakeup_stale */
+    bool wakeup_stale;   /* an event was applied since: recompute (it scans every instance) */
     size_t alloc_workers;
     /* this batch */
     struct engine_actions acts;
@@ -484,7 +486,18 @@ static int apply(struct scheduler *s, struct srun *r, const struct engine_event 
     size_t before = r->acts.n;
     int rc = engine_apply(r->er, ev, &r->acts);
     take_actions(s, r, before, ev->now_ms);
+    r->wakeup_stale = true;
     return rc;
+}
+
+/* When the run next needs a TICK; recomputed only after the run changed. */
+static int64_t run_wakeup(struct srun *r)
+{
+    if (r->wakeup_stale) {
+        r->wakeup = engine_next_wakeup(r->er);
+        r->wakeup_stale = false;
+    }
+    return r->wakeup;
 }
 
 /* Loads an active run (restored from its rows) into memory. */
@@ -534,6 +547,7 @@ static int load_run(struct scheduler *s, const struct store_run *sr, int64_t now
     r->run_id = xstrdup(sr->run_id);
     r->trigger = sr->trigger;
     r->model = m;
+    r->wakeup_stale = true;
     rc = engine_run_restore(&r->er, m->dag, sr->run_id, lt, m->dag_dir, params,
                             from_store_run_state(sr->state), er, n_rows, now, &r->acts);
     for (size_t i = 0; i < 2 * n_rows; i++)
@@ -1088,14 +1102,14 @@ static void apply_ticks(struct scheduler *s, int64_t now)
 {
     for (size_t i = 0; i < s->n_runs; i++) {
         struct srun *r = s->runs[i];
-        if (engine_next_wakeup(r->er) <= now) {
+        if (run_wakeup(r) <= now) {
             struct engine_event ev = {.kind = ENGINE_EV_TICK, .now_ms = now};
             apply(s, r, &ev);
         }
     }
 }
 
-static int64_t next_wakeup(const struct scheduler *s)
+static int64_t next_wakeup(struct scheduler *s)
 {
     int64_t t = s->next_poll;
     if (s->next_tick < t)
@@ -1105,7 +1119,7 @@ static int64_t next_wakeup(const struct scheduler *s)
     if (s->next_reconcile < t)
         t = s->next_reconcile;
     for (size_t i = 0; i < s->n_runs; i++) {
-        int64_t w = engine_next_wakeup(s->runs[i]->er);
+        int64_t w = run_wakeup(s->runs[i]);
         if (w < t)
             t = w;
     }

@@ -6,10 +6,10 @@ set -euo pipefail
 packages=(
     build-essential pkg-config git ca-certificates tzdata
     libuv1-dev libpq-dev libhiredis-dev libcurl4-openssl-dev libcjson-dev libyaml-dev
-    libgit2-dev check libssl-dev libsubunit-dev
+    libgit2-dev check libssl-dev libsubunit-dev libh2o-dev
     postgresql postgresql-contrib redis-server redis-tools
     python3 python3-sklearn python3-numpy python3-croniter python3-tz python3-dateutil
-    python3-celery python3-redis
+    python3-celery python3-redis python3-yaml
     clang clang-format clang-tidy cppcheck bear libclang-rt-14-dev
     hyperfine
 )
@@ -21,16 +21,22 @@ for p in "${packages[@]}"; do
     fi
 done
 
-if [ ${#missing[@]} -eq 0 ]; then
-    exit 0
-fi
-
-echo "deps: installing ${missing[*]}"
 SUDO=
 if [ "$(id -u)" -ne 0 ]; then
     SUDO=sudo
 fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+export SUDO
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "deps: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Tools that do not come as Debian packages (from the npm registry), one script each,
+# each idempotent and quiet when its tool is already there.
+for extra in "$(dirname "$0")"/deps.d/*.sh; do
+    [ -e "$extra" ] || continue
+    bash "$extra"
+done
 # The Debian package starts a system-wide Redis; sluice's tests and demo start their own.

@@ -218,9 +218,22 @@ static const char *const v2_sql[] = {
     NULL,
 };
 
+/* --- version 3: Git sync --------------------------------------------------------------------- */
+
+static const char *const v3_sql[] = {
+    /* The commit a run is pinned to: its steps run in a checkout of this commit, and a
+     * retry uses it again. A DAG version is keyed by content hash, so one version spans
+     * many commits; the run keeps the one that was current when it was created. NULL
+     * for runs of a directory source. */
+    "ALTER TABLE runs ADD COLUMN commit_sha text\n"
+    "    CHECK (commit_sha ~ '^[0-9a-f]{40}([0-9a-f]{24})?$')",
+    NULL,
+};
+
 static const struct migration migrations[] = {
     {1, "initial schema", v1_sql},
     {2, "engine writes", v2_sql},
+    {3, "git sync", v3_sql},
 };
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

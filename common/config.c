@@ -20,7 +20,7 @@
 #include <unistd.h>
 #include <yaml.h>
 
-enum kind { K_STR, K_INT, K_DURATION };
+enum kind { K_STR, K_INT, K_DURATION, K_BOOL };
 
 struct key {
     const char *path;
@@ -101,6 +101,17 @@ static int assign(struct sl_config *c, const struct key *k, const char *text, co
         *(int64_t *)(void *)base = ms;
         return 0;
     }
+    case K_BOOL:
+        if (!strcmp(text, "true") || !strcmp(text, "1")) {
+            *(bool *)(void *)base = true;
+            return 0;
+        }
+        if (!strcmp(text, "false") || !strcmp(text, "0")) {
+            *(bool *)(void *)base = false;
+            return 0;
+        }
+        strbuf_addf(err, "%s: %s must be true or false, not '%s'\n", where, k->path, text);
+        return SL_EINVAL;
     }
     return SL_EINVAL;
 }

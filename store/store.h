@@ -410,6 +410,24 @@ int store_runs_active_counts(struct store *st, struct store_dag_count **out, siz
  * starting point after a restart. */
 int store_dag_last_scheduled(struct store *st, int64_t *out_ms, const char *dag_id);
 
+/* --- shared state (scheduler_state) ---------------------------------------------------------- */
+
+/*
+ * Named JSON documents that one process publishes and others read, one row per key,
+ * replaced whole. The keys in use:
+ *   "dags_sync"          the scheduler's last DAG sync: {"ok", "source", "commit", "at_ms",
+ *                        "duration_ms", "error", "failures", "next_ms"} (docs/git.md)
+ *   "dags_sync_request"  a request to sync now (API push webhook, `sluice dags sync`):
+ *                        {"by": "..."}; the scheduler syncs when its updated_at is newer
+ *                        than its last sync's start
+ *   "scheduler"          the leader's heartbeat: {"id", "at_ms"}
+ */
+int store_state_put(struct store *st, const char *key, const char *json);
+/* Sets *out_json (in mem) and *out_updated_ms (may be NULL); SL_ENOENT if the key has no
+ * row. */
+int store_state_get(struct store *st, const char **out_json, int64_t *out_updated_ms,
+                    const char *key, struct arena *mem);
+
 /* --- step instances (reads) ----------------------------------------------------------------- */
 
 enum store_step_state {

@@ -180,11 +180,68 @@ void registry_snapshot_release(struct registry_snapshot *snap)
     registry_snapshot_init(snap);
 }
 
+/* --- the cache of the last sync ---------------------------------------------------- */
+
+struct registry_cache_entry {
+    char *path;
+    uint64_t hash; /* FNV-1a 64 of the content */
+    size_t len;
+    char *dag_name; /* the DAG it declares; NULL: the file is invalid on its own */
+};
+
+static uint64_t content_hash(const char *p, size_t n)
+{
+    uint64_t h = UINT64_C(0xcbf29ce484222325);
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)p[i]) * UINT64_C(0x100000001b3);
+    return h;
+}
+
+void registry_cache_init(struct registry_cache *c)
+{
+    memset(c, 0, sizeof(*c));
+}
+
+void registry_cache_clear(struct registry_cache *c)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        free(c->v[i].path);
+        free(c->v[i].dag_name);
+    }
+    c->n = 0;
+}
+
+void registry_cache_release(struct registry_cache *c)
+{
+    registry_cache_clear(c);
+    free(c->v);
+    registry_cache_init(c);
+}
+
+static int cmp_entry(const void *key, const void *e)
+{
+    return strcmp(key, ((const struct registry_cache_entry *)e)->path);
+}
+
+/* The entry for path if the file's content is the one the cache saw. The cache is sorted
+ * by path (it is built from a snapshot, which is). */
+static const struct registry_cache_entry *cache_hit(const struct registry_cache *c,
+                                                    const struct registry_file *f, uint64_t hash)
+{
+    if (!c || !c->n || f->too_big)
+        return NULL;
+    const struct registry_cache_entry *e = bsearch(f->path, c->v, c->n, sizeof(*c->v), cmp_entry);
+    return e && e->hash == hash && e->len == f->len ? e : NULL;
+}
+
 /* --- sync --------------------------------------------------------------------------- */
 
 struct parsed {
-    struct dsl_dag *dag; /* NULL when invalid */
+    struct dsl_dag *dag; /* parsed now; NULL when invalid or unchanged */
+    const char *name;    /* the DAG it declares (parsed or cached), or NULL when invalid */
     struct dsl_diags diags;
+    uint64_t hash;
+    bool unchanged; /* the cache saw this content: not parsed, not written again */
     bool duplicate; /* its name is declared by another file too */
 };
 
@@ -210,107 +267,108 @@ static int record_errors(struct store *st, const char *file, const char *commit,
     return rc;
 }
 
-int registry_sync(struct store *st, struct registry_source *src, const struct dsl_options *opts,
-                  struct registry_report *report, struct strbuf *err)
+/* Parses the files the cache has not seen; takes the others' names from it. */
+static void parse_all(struct parsed *p, const struct registry_snapshot *snap,
+                      const struct dsl_options *opts, size_t max_bytes,
+                      const struct registry_cache *cache, size_t *parsed)
 {
-    struct registry_snapshot snap;
-    struct registry_report rep = {0};
-    size_t max_bytes = opts && opts->max_bytes ? opts->max_bytes : DSL_DEFAULT_MAX_BYTES;
-    struct parsed *p = NULL;
-    const char **files = NULL;
-    int rc;
-
-    registry_snapshot_init(&snap);
-    rc = src->read(src, &snap, max_bytes, err);
-    if (rc < 0)
-        goto cleanup;
-    rep.files = snap.n_files;
-    p = xcalloc(snap.n_files + 1, sizeof(*p));
-    files = xcalloc(snap.n_files + 1, sizeof(*files));
-    for (size_t i = 0; i < snap.n_files; i++) {
-        const struct registry_file *f = &snap.files[i];
-        files[i] = f->path;
+    for (size_t i = 0; i < snap->n_files; i++) {
+        const struct registry_file *f = &snap->files[i];
         dsl_diags_init(&p[i].diags);
-        if (f->too_big)
+        if (f->too_big) {
             dsl_diags_add(&p[i].diags, f->path, 0, 0, "file is over the limit of %zu bytes",
                           max_bytes);
-        else
-            dsl_parse_buffer(&p[i].dag, f->path, f->content, f->len, opts, &p[i].diags);
+            continue;
+        }
+        p[i].hash = content_hash(f->content, f->len);
+        const struct registry_cache_entry *e = cache_hit(cache, f, p[i].hash);
+        if (e) {
+            p[i].unchanged = true;
+            p[i].name = e->dag_name;
+            continue;
+        }
+        (*parsed)++;
+        if (dsl_parse_buffer(&p[i].dag, f->path, f->content, f->len, opts, &p[i].diags) == 0)
+            p[i].name = p[i].dag->name;
     }
-    for (size_t i = 0; i < snap.n_files; i++) {
-        for (size_t j = i + 1; p[i].dag && j < snap.n_files; j++) {
-            if (p[j].dag && !strcmp(p[i].dag->name, p[j].dag->name)) {
+    for (size_t i = 0; i < snap->n_files; i++) {
+        for (size_t j = i + 1; p[i].name && j < snap->n_files; j++) {
+            if (p[j].name && !strcmp(p[i].name, p[j].name)) {
                 p[i].duplicate = p[j].duplicate = true;
-                dsl_diags_add(&p[j].diags, snap.files[j].path, 0, 0,
-                              "DAG name '%s' is already declared by '%s'", p[j].dag->name,
-                              snap.files[i].path);
+                dsl_diags_add(&p[j].diags, snap->files[j].path, 0, 0,
+                              "DAG name '%s' is already declared by '%s'", p[j].name,
+                              snap->files[i].path);
                 if (p[i].diags.n == 0)
-                    dsl_diags_add(&p[i].diags, snap.files[i].path, 0, 0,
-                                  "DAG name '%s' is also declared by '%s'", p[i].dag->name,
-                                  snap.files[j].path);
+                    dsl_diags_add(&p[i].diags, snap->files[i].path, 0, 0,
+                                  "DAG name '%s' is also declared by '%s'", p[i].name,
+                                  snap->files[j].path);
             }
         }
     }
+}
 
-    rc = store_dag_deactivate_missing(st, &rep.deactivated, files, snap.n_files);
-    if (rc < 0) {
-        strbuf_addf(err, "cannot deactivate DAGs of removed files: %s", store_errmsg(st));
-        goto cleanup;
-    }
-    for (size_t i = 0; i < snap.n_files && rc == 0; i++) {
-        const struct registry_file *f = &snap.files[i];
-        if (p[i].dag && !p[i].duplicate) {
-            struct strbuf json = STRBUF_INIT;
-            dsl_dag_to_json(&json, p[i].dag, false);
-            struct store_dag_put put = {.dag_id = p[i].dag->name,
-                                        .file_path = f->path,
-                                        .model_json = json.buf,
-                                        .source = f->content,
-                                        .commit_sha = snap.commit_sha};
-            int64_t version;
-            bool changed = false;
-            rc = store_dag_put_version(st, &version, &changed, &put);
-            strbuf_release(&json);
-            if (rc == SL_ECONFLICT) {
-                /* another file, still present but now invalid, declared this DAG */
-                dsl_diags_add(&p[i].diags, f->path, 0, 0,
-                              "DAG name '%s' is declared by another file that still exists",
-                              p[i].dag->name);
-                dsl_dag_free(p[i].dag);
-                p[i].dag = NULL; /* and on to record_errors() below */
-            } else if (rc == 0) {
-                rep.valid++;
-                rep.changed += changed;
-                rc = store_import_error_clear(st, f->path);
-                continue;
-            } else {
-                strbuf_addf(err, "cannot record '%s': %s", f->path, store_errmsg(st));
-                break;
-            }
+/* Records one file: its version when valid, else its errors. Sets *valid. */
+static int record_file(struct store *st, const struct registry_file *f, struct parsed *pi,
+                       const char *commit, struct registry_report *rep, struct strbuf *err)
+{
+    if (pi->name && !pi->duplicate) {
+        if (pi->unchanged) {
+            rep->valid++;
+            return 0;
         }
-        rep.invalid++;
-        rc = record_errors(st, f->path, snap.commit_sha, &p[i].diags);
-        if (rc < 0)
-            strbuf_addf(err, "cannot record the errors of '%s': %s", f->path, store_errmsg(st));
+        struct strbuf json = STRBUF_INIT;
+        dsl_dag_to_json(&json, pi->dag, false);
+        struct store_dag_put put = {.dag_id = pi->dag->name,
+                                    .file_path = f->path,
+                                    .model_json = json.buf,
+                                    .source = f->content,
+                                    .commit_sha = commit};
+        int64_t version;
+        bool changed = false;
+        int rc = store_dag_put_version(st, &version, &changed, &put);
+        strbuf_release(&json);
+        if (rc == 0) {
+            rep->valid++;
+            rep->changed += changed;
+            return store_import_error_clear(st, f->path);
+        }
+        if (rc != SL_ECONFLICT) {
+            strbuf_addf(err, "cannot record '%s': %s", f->path, store_errmsg(st));
+            return rc;
+        }
+        /* another file, still present but now invalid, declared this DAG */
+        dsl_diags_add(&pi->diags, f->path, 0, 0,
+                      "DAG name '%s' is declared by another file that still exists", pi->name);
+        pi->name = NULL;
+        pi->unchanged = false;
     }
+    rep->invalid++;
+    if (pi->unchanged && !pi->duplicate)
+        return 0; /* the same content, the same errors: recorded already */
+    int rc = record_errors(st, f->path, commit, &pi->diags);
     if (rc < 0)
-        goto cleanup;
+        strbuf_addf(err, "cannot record the errors of '%s': %s", f->path, store_errmsg(st));
+    return rc;
+}
 
-    /* a valid file that stopped declaring a DAG: deactivate that DAG */
+/* Deactivates the DAGs whose file is valid but no longer declares them. */
+static int deactivate_renamed(struct store *st, const struct registry_snapshot *snap,
+                              const struct parsed *p, size_t *deactivated, struct strbuf *err)
+{
     struct arena mem = ARENA_INIT;
     struct store_dag *dags;
     size_t n_dags;
-    rc = store_dag_list(st, &dags, &n_dags, &mem);
+    int rc = store_dag_list(st, &dags, &n_dags, &mem);
     for (size_t d = 0; rc == 0 && d < n_dags; d++) {
         if (!dags[d].is_active)
             continue;
-        for (size_t i = 0; i < snap.n_files; i++) {
-            if (strcmp(snap.files[i].path, dags[d].file_path) || !p[i].dag || p[i].duplicate)
+        for (size_t i = 0; i < snap->n_files; i++) {
+            if (strcmp(snap->files[i].path, dags[d].file_path) || !p[i].name || p[i].duplicate)
                 continue;
-            if (strcmp(p[i].dag->name, dags[d].dag_id)) {
+            if (strcmp(p[i].name, dags[d].dag_id)) {
                 bool was = false;
                 rc = store_dag_deactivate(st, &was, dags[d].dag_id);
-                rep.deactivated += was;
+                *deactivated += was;
             }
             break;
         }
@@ -318,23 +376,100 @@ int registry_sync(struct store *st, struct registry_source *src, const struct ds
     if (rc < 0)
         strbuf_addf(err, "cannot list DAGs: %s", store_errmsg(st));
     arena_release(&mem);
+    return rc;
+}
 
-cleanup:
-    for (size_t i = 0; p && i < snap.n_files; i++) {
+/* The cache after a successful sync: every file that is valid, or invalid on its own. A
+ * file that is an error only because of another file is left out, so that it is parsed
+ * again when the other file changes. */
+static void cache_rebuild(struct registry_cache *old, const struct registry_snapshot *snap,
+                          const struct parsed *p)
+{
+    struct registry_cache fresh, *c = &fresh; /* p[] points into the old one */
+    registry_cache_init(c);
+    for (size_t i = 0; i < snap->n_files; i++) {
+        if (snap->files[i].too_big || p[i].duplicate)
+            continue;
+        XGROW(c->v, c->alloc, c->n + 1);
+        struct registry_cache_entry *e = &c->v[c->n++];
+        e->path = xstrdup(snap->files[i].path);
+        e->hash = p[i].hash;
+        e->len = snap->files[i].len;
+        e->dag_name = p[i].name ? xstrdup(p[i].name) : NULL;
+    }
+    registry_cache_release(old);
+    *old = fresh;
+}
+
+int registry_apply(struct store *st, const struct registry_snapshot *snap, const char *source_name,
+                   const struct dsl_options *opts, struct registry_cache *cache,
+                   struct registry_report *report, struct strbuf *err)
+{
+    struct registry_report rep = {.files = snap->n_files};
+    size_t max_bytes = opts && opts->max_bytes ? opts->max_bytes : DSL_DEFAULT_MAX_BYTES;
+    struct parsed *p = xcalloc(snap->n_files + 1, sizeof(*p));
+    const char **files = xcalloc(snap->n_files + 1, sizeof(*files));
+    const char **current = xcalloc(snap->n_files + 1, sizeof(*current));
+    size_t n_current = 0;
+    int rc;
+
+    parse_all(p, snap, opts, max_bytes, cache, &rep.parsed);
+    for (size_t i = 0; i < snap->n_files; i++)
+        files[i] = snap->files[i].path;
+    rc = store_dag_deactivate_missing(st, &rep.deactivated, files, snap->n_files);
+    if (rc < 0)
+        strbuf_addf(err, "cannot deactivate DAGs of removed files: %s", store_errmsg(st));
+    for (size_t i = 0; i < snap->n_files && rc == 0; i++)
+        rc = record_file(st, &snap->files[i], &p[i], snap->commit_sha, &rep, err);
+    if (rc == 0)
+        rc = deactivate_renamed(st, snap, p, &rep.deactivated, err);
+    if (rc == 0 && snap->commit_sha) {
+        /* every DAG valid in this commit now runs from it; a DAG whose file broke keeps
+         * the commit of its last good version */
+        for (size_t i = 0; i < snap->n_files; i++)
+            if (p[i].name && !p[i].duplicate)
+                current[n_current++] = p[i].name;
+        rc = store_dags_set_commit(st, snap->commit_sha, current, n_current);
+        if (rc < 0)
+            strbuf_addf(err, "cannot record the DAGs' commit: %s", store_errmsg(st));
+    }
+
+    if (cache) {
+        if (rc == 0)
+            cache_rebuild(cache, snap, p);
+        else
+            registry_cache_clear(cache); /* what the store holds is unknown now */
+    }
+    for (size_t i = 0; i < snap->n_files; i++) {
         dsl_dag_free(p[i].dag);
         dsl_diags_release(&p[i].diags);
     }
     free(p);
     free(files);
+    free(current);
     if (rc == 0) {
         /* a sync that changed nothing is routine: only worth a debug line */
         sl_log(rep.changed || rep.invalid || rep.deactivated ? SL_LOG_INFO : SL_LOG_DEBUG,
                "registry",
-               "synced source=%s files=%zu valid=%zu changed=%zu invalid=%zu deactivated=%zu",
-               src->name, rep.files, rep.valid, rep.changed, rep.invalid, rep.deactivated);
+               "synced source=%s%s%.12s files=%zu parsed=%zu valid=%zu changed=%zu "
+               "invalid=%zu deactivated=%zu",
+               source_name, snap->commit_sha ? "@" : "", snap->commit_sha ? snap->commit_sha : "",
+               rep.files, rep.parsed, rep.valid, rep.changed, rep.invalid, rep.deactivated);
         if (report)
             *report = rep;
     }
+    return rc;
+}
+
+int registry_sync(struct store *st, struct registry_source *src, const struct dsl_options *opts,
+                  struct registry_cache *cache, struct registry_report *report, struct strbuf *err)
+{
+    struct registry_snapshot snap;
+    size_t max_bytes = opts && opts->max_bytes ? opts->max_bytes : DSL_DEFAULT_MAX_BYTES;
+    registry_snapshot_init(&snap);
+    int rc = src->read(src, &snap, max_bytes, err);
+    if (rc == 0)
+        rc = registry_apply(st, &snap, src->name, opts, cache, report, err);
     registry_snapshot_release(&snap);
     return rc;
 }

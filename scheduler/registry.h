@@ -62,6 +62,7 @@ void registry_snapshot_release(struct registry_snapshot *snap);
 
 struct registry_report {
     size_t files;       /* DAG files read */
+    size_t parsed;      /* of which parsed (the others' content was unchanged) */
     size_t valid;       /* parsed and recorded */
     size_t changed;     /* DAGs whose current version changed (new DAGs included) */
     size_t invalid;     /* recorded as import errors */
@@ -69,12 +70,36 @@ struct registry_report {
 };
 
 /*
- * Syncs the store with the source's files. opts may be NULL (dsl defaults).
- * Returns 0 (problems in DAG files are import errors, not failures), or a
- * negative code when the source or the store failed, in which case nothing
- * was deactivated: a failed sync never hides DAGs.
+ * What the last successful sync saw of each file (a hash of its content, and the DAG it
+ * declared or that it was invalid), so that the next sync parses and writes only files
+ * whose content changed. Valid only with the store it was built against: clear it when
+ * another process may have synced (a new leadership). Not thread-safe; owned by the
+ * caller of registry_apply().
  */
+struct registry_cache_entry;
+struct registry_cache {
+    struct registry_cache_entry *v; /* sorted by path */
+    size_t n, alloc;
+};
+void registry_cache_init(struct registry_cache *c);
+void registry_cache_clear(struct registry_cache *c);
+void registry_cache_release(struct registry_cache *c);
+
+/*
+ * Syncs the store with a snapshot of the source's files. opts may be NULL (dsl
+ * defaults); cache may be NULL (every file parsed and written). With a commit, the DAGs
+ * valid in the snapshot are pinned to it for the runs created from now on
+ * (store_dags_set_commit). Returns 0 (problems in DAG files are import errors, not
+ * failures), or a negative code when the store failed: the cache is then cleared, and
+ * nothing was deactivated unless its file is gone.
+ */
+int registry_apply(struct store *st, const struct registry_snapshot *snap, const char *source_name,
+                   const struct dsl_options *opts, struct registry_cache *cache,
+                   struct registry_report *report, struct strbuf *err);
+
+/* Reads a snapshot from src, then registry_apply(). A source that fails changes nothing:
+ * a failed sync never hides DAGs. */
 int registry_sync(struct store *st, struct registry_source *src, const struct dsl_options *opts,
-                  struct registry_report *report, struct strbuf *err);
+                  struct registry_cache *cache, struct registry_report *report, struct strbuf *err);
 
 #endif

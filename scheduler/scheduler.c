@@ -894,7 +894,7 @@ static void sync_dags(struct scheduler *s, int64_t now)
     }
     struct registry_report rep = {0};
     struct strbuf err = STRBUF_INIT;
-    if (registry_sync(s->st, s->src, NULL, &rep, &err) < 0)
+    if (registry_sync(s->st, s->src, NULL, NULL, &rep, &err) < 0)
         sl_warn(COMP, "DAG sync failed: %s", err.buf);
     strbuf_release(&err);
     s->next_tick = 0;

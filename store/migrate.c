@@ -221,10 +221,14 @@ static const char *const v2_sql[] = {
 /* --- version 3: Git sync --------------------------------------------------------------------- */
 
 static const char *const v3_sql[] = {
-    /* The commit a run is pinned to: its steps run in a checkout of this commit, and a
-     * retry uses it again. A DAG version is keyed by content hash, so one version spans
-     * many commits; the run keeps the one that was current when it was created. NULL
-     * for runs of a directory source. */
+    /* The commit a DAG's new runs are pinned to: the last synced commit in which its file
+     * was valid. A DAG version is keyed by content hash, so one version spans many
+     * commits, while the scripts beside the DAG file may change in each. NULL for a
+     * directory source. */
+    "ALTER TABLE dags ADD COLUMN commit_sha text\n"
+    "    CHECK (commit_sha ~ '^[0-9a-f]{40}([0-9a-f]{24})?$')",
+    /* The commit a run is pinned to (its DAG's when it was created): its steps run in a
+     * checkout of this commit, and a retry uses it again. */
     "ALTER TABLE runs ADD COLUMN commit_sha text\n"
     "    CHECK (commit_sha ~ '^[0-9a-f]{40}([0-9a-f]{24})?$')",
     NULL,

@@ -66,6 +66,12 @@ static const struct store_stmt stmt_dag_deactivate = {
     "UPDATE dags SET is_active = false, updated_at = now()\n"
     "WHERE is_active AND file_path NOT IN (SELECT jsonb_array_elements_text($1::jsonb))"};
 
+static const struct store_stmt stmt_dags_set_commit = {
+    "dags_set_commit",
+    "UPDATE dags SET commit_sha = $1\n"
+    "WHERE dag_id IN (SELECT jsonb_array_elements_text($2::jsonb))\n"
+    "    AND commit_sha IS DISTINCT FROM $1"};
+
 static const struct store_stmt stmt_dag_deactivate_one = {
     "dag_deactivate_one",
     "UPDATE dags SET is_active = false, updated_at = now()\n"
@@ -207,6 +213,25 @@ int store_dag_put_version(struct store *st, int64_t *out_version_id, bool *out_c
     *out_version_id = c.version_id;
     *out_changed = c.before_id != c.version_id;
     return 0;
+}
+
+int store_dags_set_commit(struct store *st, const char *commit_sha, const char *const *dag_ids,
+                          size_t n)
+{
+    struct strbuf json = STRBUF_INIT;
+    strbuf_addch(&json, '[');
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            strbuf_addch(&json, ',');
+        strbuf_add_json_string(&json, dag_ids[i]);
+    }
+    strbuf_addch(&json, ']');
+    PGresult *res = NULL;
+    const char *params[] = {commit_sha, json.buf};
+    int rc = store_exec(st, &res, &stmt_dags_set_commit, 2, params);
+    strbuf_release(&json);
+    PQclear(res);
+    return rc < 0 ? rc : 0;
 }
 
 /* --- deactivate_missing -------------------------------------------------------------------- */

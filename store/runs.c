@@ -101,17 +101,17 @@ int store_step_state_parse(enum store_step_state *out, const char *name)
     "params::text, idempotency_key, conf::text, "                              \
     STORE_SQL_MS("created_at") ", "                                            \
     STORE_SQL_MS("started_at") ", "                                            \
-    STORE_SQL_MS("ended_at")
-#define N_RUN_COLS 13
+    STORE_SQL_MS("ended_at") ", commit_sha"
+#define N_RUN_COLS 14
 
 #define ACTIVE_STATES "('queued', 'running', 'cancelling')"
 
 static const struct store_stmt stmt_run_insert = {
     "run_insert",
     "INSERT INTO runs (dag_id, run_id, version_id, trigger, logical_time, params,\n"
-    "                  idempotency_key, conf)\n"
+    "                  idempotency_key, conf, commit_sha)\n"
     "SELECT d.dag_id, $2, v.id, $3, coalesce(" STORE_SQL_TS("$4") ", now()),\n"
-    "       $5::jsonb, $6, $7::jsonb\n"
+    "       $5::jsonb, $6, $7::jsonb, coalesce($9, d.commit_sha)\n"
     "FROM dags d JOIN dag_versions v\n"
     "  ON v.dag_id = d.dag_id AND v.id = coalesce($8::bigint, d.current_version_id)\n"
     "WHERE d.dag_id = $1\n"
@@ -156,6 +156,12 @@ static const struct store_stmt stmt_run_request_cancel = {
     "UPDATE runs SET state = 'cancelling' WHERE dag_id = $1 AND run_id = $2\n"
     "    AND state IN ('queued', 'running')\n"
     "RETURNING id"};
+
+static const struct store_stmt stmt_commits_in_use = {
+    "commits_in_use",
+    "SELECT commit_sha FROM dags WHERE commit_sha IS NOT NULL\n"
+    "UNION SELECT commit_sha FROM runs\n"
+    "    WHERE state IN " ACTIVE_STATES " AND commit_sha IS NOT NULL"};
 
 static const struct store_stmt stmt_leader_try = {"leader_try",
                                                   "SELECT pg_try_advisory_lock($1::bigint)"};
@@ -219,6 +225,7 @@ static void read_run(struct store_run *run, const PGresult *res, int r, struct a
     run->created_at_ms = store_col_time(res, r, 10);
     run->started_at_ms = store_col_time(res, r, 11);
     run->ended_at_ms = store_col_time(res, r, 12);
+    run->commit_sha = store_col_str(res, r, 13, mem);
 }
 
 static int read_runs(struct store_run **out, size_t *out_n, PGresult *res, struct arena *mem)
@@ -380,8 +387,8 @@ int store_run_create(struct store *st, struct store_run *out, bool *out_existed,
         PGresult *res = NULL;
         const char *ins[] = {in->dag_id,    run_id,      trigger_names[in->trigger],
                              logical_p,     params_json, in->idempotency_key,
-                             in->conf_json, version_p};
-        rc = store_exec(st, &res, &stmt_run_insert, 8, ins);
+                             in->conf_json, version_p,   in->commit_sha};
+        rc = store_exec(st, &res, &stmt_run_insert, 9, ins);
         if (rc < 0)
             return rc;
         if (PQntuples(res) == 1) {
@@ -642,4 +649,20 @@ int store_steps_queued_before(struct store *st, struct store_step_instance **out
     if (rc < 0)
         return rc;
     return read_steps(out, out_n, res, mem);
+}
+
+int store_commits_in_use(struct store *st, const char ***out, size_t *out_n, struct arena *mem)
+{
+    PGresult *res = NULL;
+    int rc = store_exec(st, &res, &stmt_commits_in_use, 0, NULL);
+    if (rc < 0)
+        return rc;
+    size_t n = (size_t)PQntuples(res);
+    const char **v = arena_calloc(mem, n + 1, sizeof(*v));
+    for (size_t i = 0; i < n; i++)
+        v[i] = store_col_str(res, (int)i, 0, mem);
+    PQclear(res);
+    *out = v;
+    *out_n = n;
+    return 0;
 }

@@ -258,6 +258,9 @@ int store_dag_deactivate_missing(struct store *st, size_t *out_deactivated,
 /* Deactivates one DAG (its file no longer defines it). Sets *out_deactivated (may be NULL)
  * to whether it was active. Returns 0 or SL_ECONN. Never deletes a DAG. */
 int store_dag_deactivate(struct store *st, bool *out_deactivated, const char *dag_id);
+/* Pins the named DAGs' new runs to commit_sha (the Git sync, after each commit synced). */
+int store_dags_set_commit(struct store *st, const char *commit_sha, const char *const *dag_ids,
+                          size_t n);
 
 /* Pauses or unpauses a DAG. Returns 0 or SL_ENOENT. */
 int store_dag_set_paused(struct store *st, const char *dag_id, bool paused);
@@ -324,8 +327,9 @@ struct store_run {
     const char *idempotency_key; /* or NULL */
     const char *conf_json;       /* or NULL */
     int64_t created_at_ms;
-    int64_t started_at_ms; /* or STORE_NO_TIME */
-    int64_t ended_at_ms;   /* or STORE_NO_TIME; set exactly in the final states */
+    int64_t started_at_ms;  /* or STORE_NO_TIME */
+    int64_t ended_at_ms;    /* or STORE_NO_TIME; set exactly in the final states */
+    const char *commit_sha; /* the commit the run is pinned to, or NULL (directory source) */
 };
 
 struct store_run_new {
@@ -337,6 +341,7 @@ struct store_run_new {
     const char *params_json;     /* a JSON object, or NULL for {} */
     const char *conf_json;       /* any JSON, or NULL */
     int64_t version_id;          /* 0: the DAG's current version */
+    const char *commit_sha;      /* NULL: the DAG's commit (store_dags_set_commit) */
 };
 
 /*
@@ -409,6 +414,10 @@ int store_runs_active_counts(struct store *st, struct store_dag_count **out, siz
 /* The logical time of the DAG's newest scheduled run, or STORE_NO_TIME; the cron ticker's
  * starting point after a restart. */
 int store_dag_last_scheduled(struct store *st, int64_t *out_ms, const char *dag_id);
+
+/* The commits whose checkouts are still needed: every DAG's commit and every active
+ * run's, into mem. */
+int store_commits_in_use(struct store *st, const char ***out, size_t *out_n, struct arena *mem);
 
 /* --- shared state (scheduler_state) ---------------------------------------------------------- */
 

@@ -17,6 +17,7 @@
  * planted by a step cannot make it delete anything outside work_root.
  */
 #include "worker/worker_int.h"
+#include "common/fsutil.h"
 #include "common/log.h"
 #include "common/strbuf.h"
 #include "common/xalloc.h"
@@ -30,9 +31,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define COMPONENT_MAX   200 /* bytes of a component; NAME_MAX is 255 */
-#define COMPONENT_KEEP  183 /* bytes kept of a longer name, before '~' and the hash */
-#define SWEEP_MAX_DEPTH 256 /* deeper trees are left alone (logged) */
+#define COMPONENT_MAX  200 /* bytes of a component; NAME_MAX is 255 */
+#define COMPONENT_KEEP 183 /* bytes kept of a longer name, before '~' and the hash */
 
 char *worker_path_component(const char *s)
 {
@@ -107,23 +107,7 @@ char *worker_attempt_dir(const char *run_dir, const struct queue_step_msg *m)
 
 int worker_mkdir_p(const char *path)
 {
-    char *dir = xstrdup(path);
-    int rc = 0;
-    for (char *p = dir + 1;; p++) {
-        if (*p != '/' && *p != '\0')
-            continue;
-        char c = *p;
-        *p = '\0';
-        if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
-            rc = -errno;
-            break;
-        }
-        if (c == '\0')
-            break;
-        *p = c;
-    }
-    free(dir);
-    return rc;
+    return sl_mkdir_p(path);
 }
 
 int worker_dirs_prepare(const char *run_dir, const char *attempt_dir)
@@ -138,56 +122,6 @@ int worker_dirs_prepare(const char *run_dir, const char *attempt_dir)
 }
 
 /* --- The sweep -------------------------------------------------------------------- */
-
-/*
- * Removes name (in the directory parent) and, if it is a real directory, everything in
- * it. Symbolic links are unlinked, never followed. Returns 0 or -errno.
- */
-static int remove_tree(int parent, const char *name, int depth)
-{
-    int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno == ENOTDIR || errno == ELOOP) /* a file or a symbolic link */
-            return unlinkat(parent, name, 0) < 0 && errno != ENOENT ? -errno : 0;
-        return errno == ENOENT ? 0 : -errno;
-    }
-    if (depth >= SWEEP_MAX_DEPTH) {
-        close(fd);
-        return -ELOOP;
-    }
-    DIR *d = fdopendir(fd);
-    if (!d) {
-        int err = errno;
-        close(fd);
-        return -err;
-    }
-    int rc = 0;
-    /* Entries removed while reading may make readdir() skip others on some file
-     * systems: read again until a pass removes nothing more (at most a few). */
-    for (int pass = 0; pass < 4; pass++) {
-        size_t removed = 0;
-        struct dirent *de;
-        rewinddir(d);
-        while ((de = readdir(d)) != NULL) {
-            if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-                continue;
-            struct stat st;
-            if (fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-                continue;
-            int r = S_ISDIR(st.st_mode) ? remove_tree(fd, de->d_name, depth + 1)
-                                        : (unlinkat(fd, de->d_name, 0) < 0 ? -errno : 0);
-            if (r < 0 && rc == 0)
-                rc = r;
-            removed += r == 0;
-        }
-        if (removed == 0)
-            break;
-    }
-    closedir(d);
-    if (unlinkat(parent, name, AT_REMOVEDIR) < 0 && errno != ENOENT && rc == 0)
-        rc = -errno;
-    return rc;
-}
 
 static bool is_kept(const char *path, const char *const *keep, size_t n_keep)
 {
@@ -230,7 +164,7 @@ static void sweep_dag(struct worker_sweep_stats *out, const char *work_root, int
         int rc = 1;
         if (fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode) &&
             st.st_mtim.tv_sec < cutoff_s)
-            rc = remove_tree(fd, de->d_name, 0);
+            rc = sl_remove_tree(fd, de->d_name);
         uv_mutex_unlock(lock);
         if (rc == 0) {
             out->removed++;

@@ -49,7 +49,7 @@ static struct registry_report sync_ok(struct store *st, struct registry_source *
 {
     struct registry_report rep;
     struct strbuf err = STRBUF_INIT;
-    int rc = registry_sync(st, src, NULL, &rep, &err);
+    int rc = registry_sync(st, src, NULL, NULL, &rep, &err);
     ck_assert_msg(rc == 0, "sync: %s", err.buf);
     strbuf_release(&err);
     return rep;
@@ -179,7 +179,7 @@ START_TEST(test_registry_follows_the_files)
     remove_file("notes.txt");
     ck_assert_int_eq(rmdir(dir), 0);
     strbuf_reset(&err);
-    ck_assert_int_lt(registry_sync(st, src, NULL, &rep, &err), 0);
+    ck_assert_int_lt(registry_sync(st, src, NULL, NULL, &rep, &err), 0);
     ck_assert_ptr_nonnull(strstr(err.buf, "cannot open directory"));
     ck_assert(get_dag(st, "beta2", &mem).is_active);
 

@@ -116,7 +116,7 @@ static void terminate_backend(PGconn *admin, int pid)
 
 static struct store_run_new run_new(const char *dag, enum store_trigger trigger)
 {
-    struct store_run_new in = {dag, trigger, STORE_NO_TIME, NULL, NULL, NULL, NULL, 0};
+    struct store_run_new in = {.dag_id = dag, .trigger = trigger, .logical_time_ms = STORE_NO_TIME};
     return in;
 }
 

@@ -54,15 +54,16 @@ static struct store *with_run(const char *name, PGconn **out_admin, int64_t *out
     strbuf_release(&err);
     int version = 0;
     CK_STORE_OK(st, store_migrate(st, &version, NULL));
-    ck_assert_int_eq(version, 2);
-    ck_assert_int_eq(store_schema_latest(), 2);
+    ck_assert_int_eq(version, store_schema_latest());
 
     struct store_dag_put put = {"etl", "dags/etl.yaml", "{\"name\": \"etl\"}", "name: etl\n", NULL};
     int64_t version_id = 0;
     bool changed = false;
     CK_STORE_OK(st, store_dag_put_version(st, &version_id, &changed, &put));
-    struct store_run_new in = {"etl", STORE_TRIGGER_MANUAL, STORE_NO_TIME, "r1", NULL, NULL, NULL,
-                               0};
+    struct store_run_new in = {.dag_id = "etl",
+                               .trigger = STORE_TRIGGER_MANUAL,
+                               .logical_time_ms = STORE_NO_TIME,
+                               .run_id = "r1"};
     struct store_run run;
     bool existed = true;
     struct arena mem = ARENA_INIT;
@@ -482,8 +483,10 @@ START_TEST(test_run_set_state)
                  "- cancelling cancelled 2");
 
     /* A second run that goes straight to succeeded; now() when no time is given. */
-    struct store_run_new in = {"etl", STORE_TRIGGER_MANUAL, STORE_NO_TIME, "r2", NULL, NULL, NULL,
-                               0};
+    struct store_run_new in = {.dag_id = "etl",
+                               .trigger = STORE_TRIGGER_MANUAL,
+                               .logical_time_ms = STORE_NO_TIME,
+                               .run_id = "r2"};
     struct store_run r2;
     bool existed = true;
     CK_STORE_OK(st, store_run_create(st, &r2, &existed, &in, &mem));

@@ -1,0 +1,704 @@
+/*
+ * tests/integration/check_gitsync.c - DAGs from a real Git repository.
+ *
+ * A bare repository served by `git daemon` on loopback (and the same repository over
+ * file://) receives pushes as a user would make them: add, change, break, fix, delete,
+ * rename, force-push. After each, a fetch and a registry sync against a real PostgreSQL,
+ * and the store's view is checked. Then the checkouts, the failures (unreachable server,
+ * missing ref, bad options, credentials kept out of messages), and the recoveries (a
+ * corrupt clone, a process killed mid-fetch, stale locks).
+ */
+#include "scheduler/gitsync.h"
+#include "common/error.h"
+#include "common/fsutil.h"
+#include "common/strbuf.h"
+#include "common/xalloc.h"
+#include "scheduler/registry.h"
+#include "store/store.h"
+#include "tests/harness/harness.h"
+#include "tests/harness/pgtest.h"
+#include "tests/testutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static struct harness_git git;
+
+static void git_setup(void)
+{
+    pgtest_setup();
+    ck_assert_int_eq(harness_git_start(&git), 0);
+}
+
+static void git_teardown(void)
+{
+    harness_git_stop(&git);
+    pgtest_teardown();
+}
+
+static char *dag_text(const char *name, const char *description)
+{
+    return xasprintf("name: %s\ndescription: %s\nsteps:\n  - {name: a, command: [echo]}\n", name,
+                     description);
+}
+
+static void write_dag(const char *wt, const char *path, const char *name, const char *descr)
+{
+    char *t = dag_text(name, descr);
+    ck_assert_int_eq(harness_git_write_file(wt, path, t), 0);
+    free(t);
+}
+
+/* A fresh temporary directory for a gitsync; caller frees. */
+static char *temp_dir(void)
+{
+    char *d = xstrdup("/tmp/sluice-gitsync-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(d));
+    return d;
+}
+
+static void remove_dir(char *d)
+{
+    sl_remove_tree(AT_FDCWD, d);
+    free(d);
+}
+
+static struct gitsync *open_ok(const char *url, const char *ref, const char *path, const char *dir)
+{
+    struct gitsync_options o = {.url = url, .ref = ref, .path = path, .dir = dir};
+    struct gitsync *g = NULL;
+    struct strbuf err = STRBUF_INIT;
+    int rc = gitsync_open(&g, &o, &err);
+    ck_assert_msg(rc == 0, "gitsync_open: %s", err.buf);
+    strbuf_release(&err);
+    return g;
+}
+
+/* Fetches and applies; returns the report. *commit gets the synced commit (caller frees). */
+static struct registry_report sync_ok(struct store *st, struct gitsync *g,
+                                      struct registry_cache *cache, char **commit)
+{
+    struct registry_snapshot snap;
+    registry_snapshot_init(&snap);
+    struct strbuf err = STRBUF_INIT;
+    int rc = gitsync_fetch(g, &snap, DSL_DEFAULT_MAX_BYTES, &err);
+    ck_assert_msg(rc == 0, "fetch: %s", err.buf);
+    ck_assert_ptr_nonnull(snap.commit_sha);
+    struct registry_report rep;
+    rc = registry_apply(st, &snap, gitsync_name(g), NULL, cache, &rep, &err);
+    ck_assert_msg(rc == 0, "apply: %s", err.buf);
+    if (commit)
+        *commit = xstrdup(snap.commit_sha);
+    registry_snapshot_release(&snap);
+    strbuf_release(&err);
+    return rep;
+}
+
+static struct store_dag get_dag(struct store *st, const char *id, struct arena *mem)
+{
+    struct store_dag d;
+    ck_assert_int_eq(store_dag_get(st, &d, id, mem), 0);
+    return d;
+}
+
+static const char *import_errors(struct store *st, const char *file, struct arena *mem)
+{
+    struct store_import_error *v;
+    size_t n;
+    ck_assert_int_eq(store_import_errors_list(st, &v, &n, mem), 0);
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(v[i].file_path, file))
+            return v[i].errors_json;
+    return NULL;
+}
+
+/* The commit a new manual run of dag is pinned to (NULL for none), in mem. */
+static const char *run_commit(struct store *st, const char *dag, struct arena *mem)
+{
+    struct store_run r;
+    bool existed;
+    struct store_run_new in = {
+        .dag_id = dag, .trigger = STORE_TRIGGER_MANUAL, .logical_time_ms = STORE_NO_TIME};
+    CK_STORE_OK(st, store_run_create(st, &r, &existed, &in, mem));
+    return r.commit_sha;
+}
+
+START_TEST(test_pushes_are_followed)
+{
+    struct store *st = NULL;
+    struct strbuf err = STRBUF_INIT;
+    char *url = pgtest_fresh_db("gitsync_push");
+    ck_assert_msg(store_open(&st, url, NULL, &err) == 0, "%s", err.buf);
+    free(url);
+    CK_STORE_OK(st, store_migrate(st, NULL, NULL));
+    ck_assert_int_eq(harness_git_init_bare(&git, "dags.git"), 0);
+    char *wt;
+    ck_assert_int_eq(harness_git_clone(&wt, &git, "dags.git"), 0);
+    struct arena mem = ARENA_INIT;
+    struct registry_cache cache;
+    registry_cache_init(&cache);
+    char *dir = temp_dir(), *sha = NULL, *c1 = NULL, *c = NULL;
+    char *daemon_url = harness_git_url(&git, "dags.git");
+    struct gitsync *g = open_ok(daemon_url, "main", "pipelines", dir);
+
+    /* add: two DAGs under the sub-path, one file outside it, a script beside them */
+    write_dag(wt, "pipelines/alpha.yaml", "alpha", "one");
+    write_dag(wt, "pipelines/ml/beta.yml", "beta", "one");
+    write_dag(wt, "elsewhere.yaml", "outside", "not under git.path");
+    ck_assert_int_eq(harness_git_write_file(wt, "pipelines/ml/train.py", "print('v1')\n"), 0);
+    ck_assert_int_eq(harness_git_commit(&sha, wt, "add"), 0);
+    ck_assert_int_eq(harness_git_push(wt, 0), 0);
+    struct registry_report rep = sync_ok(st, g, &cache, &c1);
+    ck_assert_str_eq(c1, sha);
+    ck_assert_uint_eq(rep.files, 2);
+    ck_assert_uint_eq(rep.parsed, 2);
+    ck_assert_uint_eq(rep.changed, 2);
+    struct store_dag beta = get_dag(st, "beta", &mem);
+    ck_assert_str_eq(beta.file_path, "ml/beta.yml");
+    ck_assert_int_eq(store_dag_get(st, &beta, "outside", &mem), SL_ENOENT);
+    struct store_dag_version v;
+    CK_STORE_OK(st, store_dag_version_get(st, &v, beta.current_version_id, &mem));
+    ck_assert_str_eq(v.commit_sha, sha);
+    ck_assert_str_eq(run_commit(st, "beta", &mem), sha);
+    int64_t beta_v1 = beta.current_version_id;
+    free(sha);
+
+    /* nothing pushed: nothing parsed */
+    rep = sync_ok(st, g, &cache, &c);
+    ck_assert_str_eq(c, c1);
+    ck_assert_uint_eq(rep.parsed, 0);
+    ck_assert_uint_eq(rep.valid, 2);
+    free(c);
+
+    /* change one file and a script: only that file is parsed; both DAGs' new runs take the
+     * new commit (beta's scripts changed even though its file did not) */
+    write_dag(wt, "pipelines/alpha.yaml", "alpha", "two");
+    ck_assert_int_eq(harness_git_write_file(wt, "pipelines/ml/train.py", "print('v2')\n"), 0);
+    ck_assert_int_eq(harness_git_commit(&sha, wt, "change"), 0);
+    ck_assert_int_eq(harness_git_push(wt, 0), 0);
+    rep = sync_ok(st, g, &cache, &c);
+    ck_assert_str_eq(c, sha);
+    ck_assert_uint_eq(rep.parsed, 1);
+    ck_assert_uint_eq(rep.changed, 1);
+    ck_assert_int_eq(get_dag(st, "beta", &mem).current_version_id, beta_v1);
+    ck_assert_str_eq(run_commit(st, "beta", &mem), sha);
+    ck_assert_str_eq(run_commit(st, "alpha", &mem), sha);
+    char *c2 = c;
+    free(sha);
+
+    /* break beta: an import error with the commit and line:column; its last good version
+     * and commit stay current */
+    ck_assert_int_eq(
+        harness_git_write_file(wt, "pipelines/ml/beta.yml",
+                               "name: beta\nsteps:\n  - {name: a, command: [echo], timeout: 5}\n"),
+        0);
+    ck_assert_int_eq(harness_git_commit(&sha, wt, "break"), 0);
+    ck_assert_int_eq(harness_git_push(wt, 0), 0);
+    rep = sync_ok(st, g, &cache, &c);
+    free(c);
+    ck_assert_uint_eq(rep.invalid, 1);
+    struct store_import_error *ie;
+    size_t n_ie;
+    CK_STORE_OK(st, store_import_errors_list(st, &ie, &n_ie, &mem));
+    ck_assert_uint_eq(n_ie, 1);
+    ck_assert_str_eq(ie[0].file_path, "ml/beta.yml");
+    ck_assert_str_eq(ie[0].commit_sha, sha);
+    ck_assert_msg(strstr(ie[0].errors_json, "\"line\": 3") && strstr(ie[0].errors_json, "unit"),
+                  "%s", ie[0].errors_json);
+    beta = get_dag(st, "beta", &mem);
+    ck_assert(beta.is_active);
+    ck_assert_int_eq(beta.current_version_id, beta_v1);
+    ck_assert_str_eq(run_commit(st, "beta", &mem), c2);
+    ck_assert_str_eq(run_commit(st, "alpha", &mem), sha);
+    /* unchanged and still broken: not parsed again, the error stays */
+    rep = sync_ok(st, g, &cache, &c);
+    free(c);
+    ck_assert_uint_eq(rep.parsed, 0);
+    ck_assert_uint_eq(rep.invalid, 1);
+    ck_assert_ptr_nonnull(import_errors(st, "ml/beta.yml", &mem));
+    free(sha);
+
+    /* fix it: the error goes, a new version */
+    write_dag(wt, "pipelines/ml/beta.yml", "beta", "three");
+    ck_assert_int_eq(harness_git_commit(NULL, wt, "fix"), 0);
+    ck_assert_int_eq(harness_git_push(wt, 0), 0);
+    rep = sync_ok(st, g, &cache, &c);
+    free(c);
+    ck_assert_uint_eq(rep.invalid, 0);
+    ck_assert_ptr_null(import_errors(st, "ml/beta.yml", &mem));
+    ck_assert_int_ne(get_dag(st, "beta", &mem).current_version_id, beta_v1);
+
+    /* rename a file: the same DAG, no conflict */
+    ck_assert_int_eq(
+        harness_git_run(NULL, wt, "mv", "pipelines/alpha.yaml", "pipelines/renamed.yaml", NULL), 0);
+    ck_assert_int_eq(harness_git_commit(NULL, wt, "rename"), 0);
+    ck_assert_int_eq(harness_git_push(wt, 0), 0);
+    rep = sync_ok(st, g, &cache, &c);
+    free(c);
+    struct store_dag alpha = get_dag(st, "alpha", &mem);
+    ck_assert(alpha.is_active);
+    ck_assert_str_eq(alpha.file_path, "renamed.yaml");
+
+    /* one name in two files: both are errors, then the copy goes and all is well */
+    write_dag(wt, "pipelines/copy.yaml", "alpha", "copy");
+    ck_assert_int_eq(harness_git_commit(NULL, wt, "copy"), 0);
+    ck_assert_int_eq(harness_git_push(wt, 0), 0);
+    rep = sync_ok(st, g, &cache, &c);
+    free(c);
+    ck_assert_uint_eq(rep.invalid, 2);
+    ck_assert_ptr_nonnull(strstr(import_errors(st, "renamed.yaml", &mem), "copy.yaml"));
+    ck_assert_int_eq(harness_git_remove_file(wt, "pipelines/copy.yaml"), 0);
+    ck_assert_int_eq(harness_git_commit(NULL, wt, "uncopy"), 0);
+    ck_assert_int_eq(harness_git_push(wt, 0), 0);
+    rep = sync_ok(st, g, &cache, &c);
+    free(c);
+    ck_assert_uint_eq(rep.invalid, 0);
+    ck_assert_ptr_null(import_errors(st, "renamed.yaml", &mem));
+    ck_assert(get_dag(st, "alpha", &mem).is_active);
+
+    /* delete: deactivated, history kept */
+    ck_assert_int_eq(harness_git_remove_file(wt, "pipelines/renamed.yaml"), 0);
+    ck_assert_int_eq(harness_git_commit(&sha, wt, "delete"), 0);
+    ck_assert_int_eq(harness_git_push(wt, 0), 0);
+    rep = sync_ok(st, g, &cache, &c);
+    free(c);
+    ck_assert_uint_eq(rep.deactivated, 1);
+    alpha = get_dag(st, "alpha", &mem);
+    ck_assert(!alpha.is_active);
+    ck_assert_int_gt(alpha.current_version_id, 0);
+
+    /* force-push: history rewritten to drop the delete and change alpha instead */
+    ck_assert_int_eq(harness_git_run(NULL, wt, "reset", "--hard", "HEAD~1", NULL), 0);
+    write_dag(wt, "pipelines/renamed.yaml", "alpha", "rewritten");
+    char *rewritten = NULL;
+    ck_assert_int_eq(harness_git_commit(&rewritten, wt, "rewrite"), 0);
+    ck_assert_int_eq(harness_git_push(wt, 1), 0);
+    rep = sync_ok(st, g, &cache, &c);
+    ck_assert_str_eq(c, rewritten);
+    free(c);
+    ck_assert(get_dag(st, "alpha", &mem).is_active);
+    ck_assert_str_eq(run_commit(st, "alpha", &mem), rewritten);
+    gitsync_close(g);
+
+    /* the same repository over file://, in a new directory: the same commit */
+    char *path = harness_git_repo_path(&git, "dags.git");
+    char *file_url = xasprintf("file://%s", path);
+    char *dir2 = temp_dir();
+    g = open_ok(file_url, "main", "pipelines/", dir2);
+    struct registry_snapshot snap;
+    registry_snapshot_init(&snap);
+    ck_assert_int_eq(gitsync_fetch(g, &snap, DSL_DEFAULT_MAX_BYTES, &err), 0);
+    ck_assert_str_eq(snap.commit_sha, rewritten);
+    ck_assert_uint_eq(snap.n_files, 2);
+    ck_assert_str_eq(snap.files[0].path, "ml/beta.yml");
+    ck_assert_str_eq(snap.files[1].path, "renamed.yaml");
+    ck_assert_ptr_nonnull(strstr(snap.files[1].content, "rewritten"));
+    registry_snapshot_release(&snap);
+    gitsync_close(g);
+
+    free(path);
+    free(file_url);
+    free(rewritten);
+    free(sha);
+    free(c1);
+    free(c2);
+    free(daemon_url);
+    remove_dir(dir);
+    remove_dir(dir2);
+    free(wt);
+    registry_cache_release(&cache);
+    arena_release(&mem);
+    strbuf_release(&err);
+    store_close(st);
+}
+END_TEST
+
+static mode_t mode_of(const char *dir, const char *rel)
+{
+    char *p = xasprintf("%s/%s", dir, rel);
+    struct stat st;
+    ck_assert_msg(lstat(p, &st) == 0, "%s: %s", p, strerror(errno));
+    free(p);
+    return st.st_mode;
+}
+
+START_TEST(test_checkouts)
+{
+    ck_assert_int_eq(harness_git_init_bare(&git, "co.git"), 0);
+    char *wt, *c1, *c2, *c3;
+    ck_assert_int_eq(harness_git_clone(&wt, &git, "co.git"), 0);
+    write_dag(wt, "a.yaml", "a", "one");
+    ck_assert_int_eq(harness_git_write_file(wt, "bin/run.sh", "#!/bin/sh\necho hi\n"), 0);
+    char *script = xasprintf("%s/bin/run.sh", wt);
+    ck_assert_int_eq(chmod(script, 0755), 0);
+    free(script);
+    ck_assert_int_eq(harness_git_commit(&c1, wt, "one"), 0);
+    ck_assert_int_eq(harness_git_run(NULL, wt, "tag", "v1", NULL), 0);
+    ck_assert_int_eq(harness_git_run(NULL, wt, "push", "origin", "main", "v1", NULL), 0);
+    write_dag(wt, "a.yaml", "a", "two");
+    ck_assert_int_eq(harness_git_commit(&c2, wt, "two"), 0);
+    ck_assert_int_eq(harness_git_push(wt, 0), 0);
+
+    char *dir = temp_dir();
+    char *url = harness_git_url(&git, "co.git");
+    /* a tag is followed like a branch */
+    struct gitsync *g = open_ok(url, "v1", NULL, dir);
+    struct registry_snapshot snap;
+    struct strbuf err = STRBUF_INIT;
+    registry_snapshot_init(&snap);
+    ck_assert_int_eq(gitsync_fetch(g, &snap, DSL_DEFAULT_MAX_BYTES, &err), 0);
+    ck_assert_str_eq(snap.commit_sha, c1);
+    registry_snapshot_release(&snap);
+    gitsync_close(g);
+
+    g = open_ok(url, "main", NULL, dir);
+    registry_snapshot_init(&snap);
+    ck_assert_int_eq(gitsync_fetch(g, &snap, DSL_DEFAULT_MAX_BYTES, &err), 0);
+    ck_assert_str_eq(snap.commit_sha, c2);
+    registry_snapshot_release(&snap);
+
+    /* the fetch made c2's checkout; c1's is made when asked for */
+    char *co2 = NULL, *co1 = NULL;
+    ck_assert_int_eq(gitsync_checkout(g, &co2, c2, &err), 0);
+    char *text = xasprintf("%s/a.yaml", co2);
+    char *content = test_read_file(text, NULL);
+    ck_assert_ptr_nonnull(strstr(content, "two"));
+    free(content);
+    free(text);
+    ck_assert_int_eq(gitsync_checkout(g, &co1, c1, &err), 0);
+    ck_assert_int_eq(mode_of(co1, "a.yaml") & 0777, 0444);
+    ck_assert_int_eq(mode_of(co1, "bin/run.sh") & 0777, 0555);
+    ck_assert_int_eq(mode_of(co1, "bin") & 0777, 0555);
+    ck_assert_int_eq(mode_of(co1, ".") & 0777, 0555);
+    if (geteuid() != 0) { /* root ignores permission bits */
+        char *p = xasprintf("%s/new", co1);
+        ck_assert_int_lt(open(p, O_WRONLY | O_CREAT, 0644), 0);
+        free(p);
+    }
+
+    /* bad or unknown commits */
+    ck_assert_int_eq(gitsync_checkout(g, &co1, "../../etc", &err), SL_EINVAL);
+    ck_assert_int_eq(gitsync_checkout(g, &co1, "0123456789012345678901234567890123456789", &err),
+                     SL_ENOENT);
+
+    /* gc keeps what is listed and what is young, removes the rest */
+    size_t removed = 99;
+    const char *keep[] = {c2};
+    ck_assert_int_eq(gitsync_gc(g, keep, 1, 60000, &removed), 0);
+    ck_assert_uint_eq(removed, 0);
+    ck_assert_int_eq(gitsync_gc(g, keep, 1, 0, &removed), 0);
+    ck_assert_uint_eq(removed, 1);
+    struct stat st;
+    ck_assert_int_ne(stat(co1, &st), 0);
+    ck_assert_int_eq(stat(co2, &st), 0);
+
+    /* a checkout removed while needed is made again */
+    char *again = NULL;
+    ck_assert_int_eq(gitsync_checkout(g, &again, c1, &err), 0);
+    ck_assert_str_eq(again, co1);
+    ck_assert_int_eq(stat(co1, &st), 0);
+
+    /* a commit made after the last fetch is not there yet */
+    write_dag(wt, "a.yaml", "a", "three");
+    ck_assert_int_eq(harness_git_commit(&c3, wt, "three"), 0);
+    ck_assert_int_eq(gitsync_checkout(g, &co1, c3, &err), SL_ENOENT);
+
+    gitsync_close(g);
+    free(again);
+    free(co1);
+    free(co2);
+    free(c1);
+    free(c2);
+    free(c3);
+    free(url);
+    free(wt);
+    remove_dir(dir);
+    strbuf_release(&err);
+}
+END_TEST
+
+START_TEST(test_failures_change_nothing)
+{
+    char *dir = temp_dir();
+    struct gitsync *g = NULL;
+    struct strbuf err = STRBUF_INIT;
+
+    /* options refused up front */
+    struct gitsync_options bad[] = {
+        {.url = "git://127.0.0.1/x", .ref = "bad..ref", .dir = dir},
+        {.url = "git://127.0.0.1/x", .ref = "with space", .dir = dir},
+        {.url = "git://127.0.0.1/x", .path = "../up", .dir = dir},
+        {.url = "git://127.0.0.1/x", .path = "/abs", .dir = dir},
+        {.url = "git@example.com:org/dags.git", .dir = dir},
+        {.url = "ssh://git@example.com/org/dags.git", .dir = dir},
+        {.url = "", .dir = dir},
+    };
+    const char *why[] = {"git.ref",     "git.ref",     "git.path", "git.path",
+                         "known_hosts", "known_hosts", "URL"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        strbuf_reset(&err);
+        ck_assert_int_eq(gitsync_open(&g, &bad[i], &err), SL_EINVAL);
+        ck_assert_msg(strstr(err.buf, why[i]), "case %zu: %s", i, err.buf);
+    }
+
+    /* nothing listens: an error that names the server without the password */
+    struct gitsync_options o = {.url = "http://sluice:s3cr3t@127.0.0.1:9/dags.git", .dir = dir};
+    ck_assert_int_eq(gitsync_open(&g, &o, &err), 0);
+    ck_assert_ptr_null(strstr(gitsync_name(g), "s3cr3t"));
+    ck_assert_str_eq(gitsync_name(g), "git:http://127.0.0.1:9/dags.git#main");
+    struct registry_snapshot snap;
+    registry_snapshot_init(&snap);
+    strbuf_reset(&err);
+    ck_assert_int_eq(gitsync_fetch(g, &snap, DSL_DEFAULT_MAX_BYTES, &err), SL_EIO);
+    ck_assert_msg(strstr(err.buf, "cannot reach http://127.0.0.1:9/dags.git"), "%s", err.buf);
+    ck_assert_ptr_null(strstr(err.buf, "s3cr3t"));
+    ck_assert_uint_eq(snap.n_files, 0);
+
+    /* the directory is ours alone */
+    struct gitsync *g2 = NULL;
+    strbuf_reset(&err);
+    ck_assert_int_eq(gitsync_open(&g2, &o, &err), SL_EEXIST);
+    ck_assert_ptr_nonnull(strstr(err.buf, "in use"));
+    gitsync_close(g);
+
+    /* a missing branch, a missing sub-path: on a server of this test's own, which goes
+     * away below */
+    struct harness_git own = {0};
+    ck_assert_int_eq(harness_git_start(&own), 0);
+    ck_assert_int_eq(harness_git_init_bare(&own, "f.git"), 0);
+    char *wt;
+    ck_assert_int_eq(harness_git_clone(&wt, &own, "f.git"), 0);
+    write_dag(wt, "a.yaml", "a", "one");
+    ck_assert_int_eq(harness_git_commit(NULL, wt, "one"), 0);
+    ck_assert_int_eq(harness_git_push(wt, 0), 0);
+    char *url = harness_git_url(&own, "f.git");
+    g = open_ok(url, "release", NULL, dir);
+    strbuf_reset(&err);
+    ck_assert_int_eq(gitsync_fetch(g, &snap, DSL_DEFAULT_MAX_BYTES, &err), SL_ENOENT);
+    ck_assert_ptr_nonnull(strstr(err.buf, "no branch or tag 'release'"));
+    gitsync_close(g);
+    g = open_ok(url, "main", "dags", dir);
+    strbuf_reset(&err);
+    ck_assert_int_eq(gitsync_fetch(g, &snap, DSL_DEFAULT_MAX_BYTES, &err), SL_ENOENT);
+    ck_assert_ptr_nonnull(strstr(err.buf, "git.path 'dags' is not a directory"));
+    gitsync_close(g);
+
+    /* the server goes away between syncs */
+    g = open_ok(url, "main", NULL, dir);
+    ck_assert_int_eq(gitsync_fetch(g, &snap, DSL_DEFAULT_MAX_BYTES, &err), 0);
+    ck_assert_uint_eq(snap.n_files, 1);
+    registry_snapshot_release(&snap);
+    ck_assert_int_eq(harness_git_stop(&own), 0);
+    strbuf_reset(&err);
+    ck_assert_int_eq(gitsync_fetch(g, &snap, DSL_DEFAULT_MAX_BYTES, &err), SL_EIO);
+    ck_assert_ptr_nonnull(strstr(err.buf, "cannot reach"));
+    ck_assert_uint_eq(snap.n_files, 0);
+    gitsync_close(g);
+
+    free(url);
+    free(wt);
+    remove_dir(dir);
+    strbuf_release(&err);
+}
+END_TEST
+
+/* Counts the entries of dir whose name starts with prefix. */
+static int count_prefixed(const char *dir, const char *prefix)
+{
+    char *cmd = xasprintf("ls -a %s", dir);
+    FILE *p = popen(cmd, "r");
+    char line[512];
+    int n = 0;
+    while (p && fgets(line, sizeof(line), p))
+        n += !strncmp(line, prefix, strlen(prefix));
+    if (p)
+        pclose(p);
+    free(cmd);
+    return n;
+}
+
+START_TEST(test_recovers_from_damage)
+{
+    ck_assert_int_eq(harness_git_init_bare(&git, "r.git"), 0);
+    char *wt, *c1;
+    ck_assert_int_eq(harness_git_clone(&wt, &git, "r.git"), 0);
+    /* enough files that a fetch takes a while to kill it in the middle */
+    for (int i = 0; i < 300; i++) {
+        char *path = xasprintf("d/dag%03d.yaml", i), *name = xasprintf("dag%03d", i);
+        write_dag(wt, path, name, "bulk");
+        free(path);
+        free(name);
+    }
+    ck_assert_int_eq(harness_git_commit(&c1, wt, "bulk"), 0);
+    ck_assert_int_eq(harness_git_push(wt, 0), 0);
+    char *url = harness_git_url(&git, "r.git");
+    char *dir = temp_dir();
+    struct strbuf err = STRBUF_INIT;
+    struct registry_snapshot snap;
+
+    /* a process killed at various points of its first fetch */
+    for (int delay_us = 0; delay_us <= 40000; delay_us += 10000) {
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            struct gitsync *g = open_ok(url, "main", NULL, dir);
+            struct registry_snapshot s;
+            struct strbuf e = STRBUF_INIT;
+            registry_snapshot_init(&s);
+            _exit(gitsync_fetch(g, &s, DSL_DEFAULT_MAX_BYTES, &e) == 0 ? 0 : 1);
+        }
+        struct timespec ts = {0, (long)delay_us * 1000L};
+        nanosleep(&ts, NULL);
+        kill(pid, SIGKILL);
+        int status;
+        ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+        struct gitsync *g = open_ok(url, "main", NULL, dir);
+        registry_snapshot_init(&snap);
+        strbuf_reset(&err);
+        ck_assert_msg(gitsync_fetch(g, &snap, DSL_DEFAULT_MAX_BYTES, &err) == 0,
+                      "after a kill at %d us: %s", delay_us, err.buf);
+        ck_assert_str_eq(snap.commit_sha, c1);
+        ck_assert_uint_eq(snap.n_files, 300);
+        registry_snapshot_release(&snap);
+        gitsync_close(g);
+    }
+
+    /* stale locks and half-written checkouts, as a killed process leaves them */
+    char *lock = xasprintf("%s/repo.git/refs/sluice/head.lock", dir);
+    char *tmp = xasprintf("%s/checkouts/.tmp-%s-1-1", dir, c1);
+    ck_assert_int_eq(harness_git_write_file(dir, "repo.git/refs/sluice/head.lock", "x"), 0);
+    ck_assert_int_eq(sl_mkdir_p(tmp), 0);
+    struct gitsync *g = open_ok(url, "main", NULL, dir);
+    struct stat st;
+    ck_assert_int_ne(stat(lock, &st), 0);
+    ck_assert_int_ne(stat(tmp, &st), 0);
+    ck_assert_int_eq(count_prefixed(gitsync_checkouts_dir(g), ".tmp-"), 0);
+
+    /* a corrupt clone: every object gone; the fetch clones again */
+    gitsync_close(g);
+    char *objects = xasprintf("%s/repo.git/objects", dir);
+    ck_assert_int_eq(sl_remove_tree(AT_FDCWD, objects), 0);
+    ck_assert_int_eq(sl_mkdir_p(objects), 0);
+    char *co = xasprintf("%s/checkouts/%s", dir, c1);
+    ck_assert_int_eq(sl_remove_tree(AT_FDCWD, co), 0);
+    g = open_ok(url, "main", NULL, dir);
+    registry_snapshot_init(&snap);
+    strbuf_reset(&err);
+    ck_assert_msg(gitsync_fetch(g, &snap, DSL_DEFAULT_MAX_BYTES, &err) == 0, "%s", err.buf);
+    ck_assert_str_eq(snap.commit_sha, c1);
+    ck_assert_uint_eq(snap.n_files, 300);
+    ck_assert_int_eq(stat(co, &st), 0);
+    registry_snapshot_release(&snap);
+    gitsync_close(g);
+
+    free(co);
+    free(objects);
+    free(lock);
+    free(tmp);
+    free(c1);
+    free(url);
+    free(wt);
+    remove_dir(dir);
+    strbuf_release(&err);
+}
+END_TEST
+
+/* --- known_hosts ---------------------------------------------------------------------- */
+
+static char *b64(const unsigned char *p, size_t n)
+{
+    char *out = xmalloc(4 * ((n + 2) / 3) + 1);
+    EVP_EncodeBlock((unsigned char *)out, p, (int)n);
+    return out;
+}
+
+START_TEST(test_known_hosts)
+{
+    unsigned char key[51], other[51], salt[20], mac[20];
+    for (size_t i = 0; i < sizeof(key); i++) {
+        key[i] = (unsigned char)(i * 7 + 1);
+        other[i] = (unsigned char)(i * 7 + 2);
+    }
+    for (size_t i = 0; i < sizeof(salt); i++)
+        salt[i] = (unsigned char)(i + 100);
+    unsigned int len = 0;
+    HMAC(EVP_sha1(), salt, sizeof(salt), (const unsigned char *)"hashed.example", 14, mac, &len);
+    char *k = b64(key, sizeof(key)), *o = b64(other, sizeof(other));
+    char *s = b64(salt, sizeof(salt)), *m = b64(mac, sizeof(mac));
+    char *text = xasprintf("# comment\n\n"
+                           "git.example,alias.example ssh-ed25519 %s\n"
+                           "[ported.example]:2222 ssh-ed25519 %s\n"
+                           "|1|%s|%s ssh-ed25519 %s\n"
+                           "*.wild.example,!bad.wild.example ssh-ed25519 %s\n"
+                           "wrongkey.example ssh-ed25519 %s\n"
+                           "revoked.example ssh-ed25519 %s\n"
+                           "@revoked revoked.example ssh-ed25519 %s\n"
+                           "@cert-authority ca.example ssh-ed25519 %s\n"
+                           "garbage line\n",
+                           k, k, s, m, k, k, o, k, k, k);
+    ck_assert(gitsync_known_host(text, "git.example", key, sizeof(key)));
+    ck_assert(gitsync_known_host(text, "alias.example", key, sizeof(key)));
+    ck_assert(!gitsync_known_host(text, "git.example", other, sizeof(other)));
+    ck_assert(gitsync_known_host(text, "ported.example", key, sizeof(key)));
+    ck_assert(gitsync_known_host(text, "hashed.example", key, sizeof(key)));
+    ck_assert(!gitsync_known_host(text, "hashed2.example", key, sizeof(key)));
+    ck_assert(gitsync_known_host(text, "a.wild.example", key, sizeof(key)));
+    ck_assert(!gitsync_known_host(text, "bad.wild.example", key, sizeof(key)));
+    ck_assert(!gitsync_known_host(text, "wrongkey.example", key, sizeof(key)));
+    ck_assert(!gitsync_known_host(text, "revoked.example", key, sizeof(key)));
+    ck_assert(!gitsync_known_host(text, "ca.example", key, sizeof(key)));
+    ck_assert(!gitsync_known_host(text, "unknown.example", key, sizeof(key)));
+    ck_assert(!gitsync_known_host("", "git.example", key, sizeof(key)));
+    free(text);
+    free(k);
+    free(o);
+    free(s);
+    free(m);
+}
+END_TEST
+
+START_TEST(test_redact_url)
+{
+    const char *cases[][2] = {
+        {"https://user:token@github.com/org/dags.git", "https://github.com/org/dags.git"},
+        {"https://github.com/org/dags.git", "https://github.com/org/dags.git"},
+        {"ssh://git@host:2222/x.git", "ssh://host:2222/x.git"},
+        {"git@github.com:org/dags.git", "github.com:org/dags.git"},
+        {"file:///srv/dags.git", "file:///srv/dags.git"},
+        {"https://host/path@v1", "https://host/path@v1"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *r = gitsync_redact_url(cases[i][0]);
+        ck_assert_str_eq(r, cases[i][1]);
+        free(r);
+    }
+}
+END_TEST
+
+Suite *suite_integration_gitsync(void)
+{
+    Suite *s = suite_create("integration_gitsync");
+    TCase *tc = tcase_create("git");
+    tcase_set_timeout(tc, 120);
+    tcase_add_unchecked_fixture(tc, git_setup, git_teardown);
+    tcase_add_test(tc, test_pushes_are_followed);
+    tcase_add_test(tc, test_checkouts);
+    tcase_add_test(tc, test_failures_change_nothing);
+    tcase_add_test(tc, test_recovers_from_damage);
+    suite_add_tcase(s, tc);
+    TCase *unit = tcase_create("unit");
+    tcase_add_test(unit, test_known_hosts);
+    tcase_add_test(unit, test_redact_url);
+    suite_add_tcase(s, unit);
+    return s;
+}

@@ -8,6 +8,9 @@
 #ifndef SLUICE_CLI_CLI_H
 #define SLUICE_CLI_CLI_H
 
+#include "common/config.h"
+#include "scheduler/gitsync.h"
+
 struct cli_command {
     const char *name;
     int (*run)(int argc, char **argv);
@@ -30,5 +33,17 @@ int cmd_dag_test(int argc, char **argv);
 /* Reads "--name VALUE" or "--name=VALUE" at argv[*i] (advancing *i past a separate
  * value); returns the value, or NULL if argv[*i] is not that flag or lacks a value. */
 const char *cli_flag_value(int argc, char **argv, int *i, const char *name);
+
+/* The Git source from the configuration's git.* keys: o->url stays NULL when git.url is
+ * unset. The directory is <data_dir>/git made absolute (step working directories are
+ * inside it); the password comes from git.password, else git.password_file. Strings
+ * that had to be made are put in *owned (free each with cli_git_options_release()).
+ * Returns 0, or 2 after printing what is wrong. */
+struct cli_git {
+    struct gitsync_options o;
+    char *dir, *password;
+};
+int cli_git_options(struct cli_git *g, const struct sl_config *c);
+void cli_git_options_release(struct cli_git *g);
 
 #endif

@@ -136,13 +136,19 @@ static int stack_start(struct stack *k, struct sl_config *c, const char *dags_di
         if (!k->redis_url)
             k->redis_url = embed_redis_url(k->embed);
     }
+    struct cli_git git = {0};
+    if (sync && cli_git_options(&git, c) != 0) {
+        stack_stop(k);
+        return SL_EINVAL;
+    }
     struct scheduler_options so = {
         .database_url = k->db_url,
         .redis_url = k->redis_url,
         .id = c->scheduler.id,
         .dags_dir = dags_dir,
+        .git = git.o,
         .no_sync = !sync,
-        .dags_interval_ms = c->dags_interval_ms,
+        .dags_interval_ms = git.o.url ? c->git.interval_ms : c->dags_interval_ms,
         .batch_size = (size_t)c->scheduler.batch_size,
         .reconcile_interval_ms = c->scheduler.reconcile_interval_ms,
         .worker_timeout_ms = c->scheduler.worker_timeout_ms,
@@ -150,8 +156,9 @@ static int stack_start(struct stack *k, struct sl_config *c, const char *dags_di
         .poll_interval_ms = c->scheduler.poll_interval_ms,
         .api_url = c->scheduler.api_url,
     };
-    if (scheduler_new(&k->sched, &so) < 0 ||
-        pthread_create(&k->sched_thread, NULL, sched_main, k->sched) != 0) {
+    int made = scheduler_new(&k->sched, &so);
+    cli_git_options_release(&git);
+    if (made < 0 || pthread_create(&k->sched_thread, NULL, sched_main, k->sched) != 0) {
         stack_stop(k);
         return SL_EINVAL;
     }

@@ -13,8 +13,10 @@
 #include "cli/cli.h"
 #include "common/config.h"
 #include "common/log.h"
+#include "common/xalloc.h"
 #include "scheduler/scheduler.h"
 
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -104,12 +106,18 @@ int cmd_scheduler(int argc, char **argv)
         sl_config_release(&c);
         return 2;
     }
+    struct cli_git git;
+    if (cli_git_options(&git, &c) != 0) {
+        sl_config_release(&c);
+        return 2;
+    }
     struct scheduler_options o = {
         .database_url = c.database_url,
         .redis_url = c.redis_url,
         .id = c.scheduler.id,
         .dags_dir = c.dags_dir,
-        .dags_interval_ms = c.dags_interval_ms,
+        .git = git.o,
+        .dags_interval_ms = git.o.url ? c.git.interval_ms : c.dags_interval_ms,
         .batch_size = (size_t)c.scheduler.batch_size,
         .reconcile_interval_ms = c.scheduler.reconcile_interval_ms,
         .worker_timeout_ms = c.scheduler.worker_timeout_ms,
@@ -119,6 +127,7 @@ int cmd_scheduler(int argc, char **argv)
     };
     struct scheduler *s;
     int rc = scheduler_new(&s, &o);
+    cli_git_options_release(&git);
     sl_config_release(&c);
     if (rc < 0)
         return 2;
@@ -133,4 +142,58 @@ int cmd_scheduler(int argc, char **argv)
     running = NULL;
     scheduler_free(s);
     return rc < 0 ? 1 : 0;
+}
+
+int cli_git_options(struct cli_git *g, const struct sl_config *c)
+{
+    memset(g, 0, sizeof(*g));
+    if (!c->git.url || !*c->git.url)
+        return 0;
+    struct strbuf err = STRBUF_INIT;
+    const char *password = c->git.password;
+    if (!password && c->git.password_file) {
+        struct strbuf text = STRBUF_INIT;
+        if (strbuf_read_file(&text, c->git.password_file, 64 * 1024) < 0) {
+            fprintf(stderr, "error: cannot read git.password_file %s\n", c->git.password_file);
+            strbuf_release(&text);
+            return 2;
+        }
+        while (text.len && (text.buf[text.len - 1] == '\n' || text.buf[text.len - 1] == '\r'))
+            text.buf[--text.len] = '\0';
+        g->password = strbuf_detach(&text, NULL);
+        password = g->password;
+    }
+    char cwd[PATH_MAX];
+    if (c->data_dir[0] == '/' || !getcwd(cwd, sizeof(cwd)))
+        g->dir = xasprintf("%s/git", c->data_dir);
+    else
+        g->dir = xasprintf("%s/%s/git", cwd, c->data_dir);
+    g->o = (struct gitsync_options){
+        .url = c->git.url,
+        .ref = c->git.ref,
+        .path = c->git.path,
+        .dir = g->dir,
+        .username = c->git.username,
+        .password = password,
+        .ssh_key_file = c->git.ssh_key_file,
+        .known_hosts_file = c->git.known_hosts_file,
+        .timeout_ms = c->git.timeout_ms,
+    };
+    if (gitsync_check_options(&g->o, &err) < 0) {
+        fprintf(stderr, "error: configuration: %s\n", err.buf);
+        strbuf_release(&err);
+        cli_git_options_release(g);
+        return 2;
+    }
+    strbuf_release(&err);
+    return 0;
+}
+
+void cli_git_options_release(struct cli_git *g)
+{
+    free(g->dir);
+    if (g->password)
+        memset(g->password, 0, strlen(g->password));
+    free(g->password);
+    memset(g, 0, sizeof(*g));
 }

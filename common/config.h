@@ -39,6 +39,19 @@ struct sl_config {
     int64_t dags_interval_ms; /* dags.interval: rescan period; 30 s */
 
     struct {
+        char *url;              /* git.url: the DAG repository; NULL: the directory source */
+        char *ref;              /* branch or tag; "main" */
+        char *path;             /* sub-directory of the DAG files; "" */
+        int64_t interval_ms;    /* between fetches; 30 s */
+        int64_t timeout_ms;     /* a fetch running longer is abandoned; 5 min */
+        char *username;         /* https or ssh user; NULL: from the URL */
+        char *password;         /* https password or token (secret); NULL */
+        char *password_file;    /* or read from this file (a mounted secret); NULL */
+        char *ssh_key_file;     /* NULL */
+        char *known_hosts_file; /* required for ssh; NULL */
+    } git;
+
+    struct {
         char *id;                      /* default <hostname>-<pid> */
         int64_t batch_size;            /* events applied per transaction; 1000 */
         int64_t reconcile_interval_ms; /* 5 s */

@@ -195,7 +195,7 @@ static int reclone(struct gitsync *g, struct strbuf *err)
     return open_repo(g, err);
 }
 
-int gitsync_open(struct gitsync **out, const struct gitsync_options *o, struct strbuf *err)
+int gitsync_check_options(const struct gitsync_options *o, struct strbuf *err)
 {
     pthread_once(&init_once, init_libgit2);
     if (!o->url || !*o->url || !o->dir || !*o->dir) {
@@ -211,9 +211,8 @@ int gitsync_open(struct gitsync **out, const struct gitsync_options *o, struct s
         return SL_EINVAL;
     }
     free(full);
-    const char *path = o->path ? o->path : "";
-    if (!valid_sub_path(path)) {
-        strbuf_addf(err, "git.path '%s' must be a relative path without '.' or '..'", path);
+    if (!valid_sub_path(o->path ? o->path : "")) {
+        strbuf_addf(err, "git.path '%s' must be a relative path without '.' or '..'", o->path);
         return SL_EINVAL;
     }
     if (is_ssh_url(o->url) && !(o->known_hosts_file && *o->known_hosts_file)) {
@@ -221,6 +220,16 @@ int gitsync_open(struct gitsync **out, const struct gitsync_options *o, struct s
                          "server's key can be checked");
         return SL_EINVAL;
     }
+    return 0;
+}
+
+int gitsync_open(struct gitsync **out, const struct gitsync_options *o, struct strbuf *err)
+{
+    int rc = gitsync_check_options(o, err);
+    if (rc < 0)
+        return rc;
+    const char *ref = o->ref && *o->ref ? o->ref : "main";
+    const char *path = o->path ? o->path : "";
     struct gitsync *g = xcalloc(1, sizeof(*g));
     pthread_mutex_init(&g->lock, NULL);
     g->lock_fd = -1;
@@ -241,7 +250,7 @@ int gitsync_open(struct gitsync **out, const struct gitsync_options *o, struct s
     g->repo_dir = xasprintf("%s/repo.git", g->dir);
     g->checkouts_dir = xasprintf("%s/checkouts", g->dir);
 
-    int rc = sl_mkdir_p(g->checkouts_dir);
+    rc = sl_mkdir_p(g->checkouts_dir);
     if (rc < 0) {
         strbuf_addf(err, "cannot create %s: %s", g->checkouts_dir, strerror(-rc));
         gitsync_close(g);

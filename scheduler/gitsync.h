@@ -45,6 +45,11 @@ struct gitsync_options {
 
 struct gitsync;
 
+/* Checks the options without touching anything: the URL and directory are set, the ref
+ * is a valid name, the sub-path is relative without "..", and ssh has known_hosts.
+ * Returns 0 or SL_EINVAL with the reason in err. */
+int gitsync_check_options(const struct gitsync_options *o, struct strbuf *err);
+
 /*
  * Checks the options, creates dir, takes its lock, cleans what a killed process left
  * and opens (or creates) the clone. Returns 0, SL_EINVAL (bad options), SL_EEXIST

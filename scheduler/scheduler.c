@@ -26,6 +26,7 @@
 #include "queue/queue.h"
 #include "scheduler/engine.h"
 #include "scheduler/notify.h"
+#include "scheduler/dagsync.h"
 #include "scheduler/registry.h"
 #include "scheduler/ticker.h"
 #include "store/store.h"
@@ -47,7 +48,8 @@
 struct model {
     int64_t version_id;
     char *dag_id;
-    char *dag_dir; /* absolute directory of its file, for {{ dag.dir }} */
+    char *file_path; /* relative to the source's root, or NULL */
+    char *dag_dir;   /* absolute directory of its file in a directory source (dag test) */
     struct dsl_dag *dag;
 };
 
@@ -80,8 +82,9 @@ struct scheduler {
 
     struct store *st;
     struct queue *q;
-    struct registry_source *src;
-    struct notifier notifier; /* embedded; zeroed until started */
+    struct dagsync *ds;        /* the DAG source, while the leader; NULL otherwise */
+    int64_t sync_request_seen; /* updated_at of the last "dags_sync_request" acted on */
+    struct notifier notifier;  /* embedded; zeroed until started */
     bool notifier_on;
     char *dags_root; /* absolute */
     bool leader;
@@ -149,6 +152,14 @@ int scheduler_new(struct scheduler **out, const struct scheduler_options *o)
     }
     s->o.dags_dir = dup_or_null(o->dags_dir);
     s->o.api_url = dup_or_null(o->api_url);
+    s->o.git.url = dup_or_null(o->git.url);
+    s->o.git.ref = dup_or_null(o->git.ref);
+    s->o.git.path = dup_or_null(o->git.path);
+    s->o.git.dir = dup_or_null(o->git.dir);
+    s->o.git.username = dup_or_null(o->git.username);
+    s->o.git.password = dup_or_null(o->git.password);
+    s->o.git.ssh_key_file = dup_or_null(o->git.ssh_key_file);
+    s->o.git.known_hosts_file = dup_or_null(o->git.known_hosts_file);
     if (!s->o.dags_interval_ms)
         s->o.dags_interval_ms = 30000;
     if (!s->o.batch_size)
@@ -222,6 +233,7 @@ void scheduler_free(struct scheduler *s)
         dsl_dag_free(s->models[i]->dag);
         free(s->models[i]->dag_id);
         free(s->models[i]->dag_dir);
+        free(s->models[i]->file_path);
         free(s->models[i]);
     }
     free(s->models);
@@ -232,6 +244,15 @@ void scheduler_free(struct scheduler *s)
     free((char *)s->o.id);
     free((char *)s->o.dags_dir);
     free((char *)s->o.api_url);
+    free((char *)s->o.git.url);
+    free((char *)s->o.git.ref);
+    free((char *)s->o.git.path);
+    free((char *)s->o.git.dir);
+    free((char *)s->o.git.username);
+    free((char *)s->o.git.password);
+    free((char *)s->o.git.ssh_key_file);
+    free((char *)s->o.git.known_hosts_file);
+    dagsync_free(s->ds);
     free(s->dags_root);
     pthread_mutex_destroy(&s->stats_lock);
     free(s);
@@ -359,6 +380,7 @@ static struct model *model_get(struct scheduler *s, int64_t version_id, struct a
     m->version_id = version_id;
     m->dag_id = xstrdup(v.dag_id);
     m->dag = dag;
+    m->file_path = dup_or_null(v.file_path);
     if (s->dags_root && v.file_path) {
         const char *slash = strrchr(v.file_path, '/');
         m->dag_dir =
@@ -510,9 +532,22 @@ static int load_run(struct scheduler *s, const struct store_run *sr, int64_t now
     size_t n_rows = 0;
     cJSON *params = NULL;
     struct engine_row *er = NULL;
+    char *dag_dir = NULL;
     if (!m) {
         rc = store_session_lost(s->st) ? SL_ECONN : SL_EINVAL;
         goto out;
+    }
+    if (s->ds && !s->o.no_sync) {
+        struct strbuf why = STRBUF_INIT;
+        rc = dagsync_dag_dir(s->ds, &dag_dir, m->file_path, sr->commit_sha, &why);
+        if (rc < 0) {
+            sl_error(COMP, "run %s/%s: no checkout of its commit %.12s: %s", sr->dag_id, sr->run_id,
+                     sr->commit_sha ? sr->commit_sha : "(none)", why.buf);
+            strbuf_release(&why);
+            rc = rc == SL_ENOENT ? SL_EINVAL : rc; /* a commit gone for good fails the run */
+            goto out;
+        }
+        strbuf_release(&why);
     }
     if ((rc = store_steps_of_run(s->st, &rows, &n_rows, sr->id, 0, &mem)) < 0) {
         sl_error(COMP, "run %s/%s: cannot read its steps: %s", sr->dag_id, sr->run_id,
@@ -548,7 +583,7 @@ static int load_run(struct scheduler *s, const struct store_run *sr, int64_t now
     r->trigger = sr->trigger;
     r->model = m;
     r->wakeup_stale = true;
-    rc = engine_run_restore(&r->er, m->dag, sr->run_id, lt, m->dag_dir, params,
+    rc = engine_run_restore(&r->er, m->dag, sr->run_id, lt, dag_dir ? dag_dir : m->dag_dir, params,
                             from_store_run_state(sr->state), er, n_rows, now, &r->acts);
     for (size_t i = 0; i < 2 * n_rows; i++)
         cJSON_Delete(owned[i]);
@@ -580,6 +615,7 @@ static int load_run(struct scheduler *s, const struct store_run *sr, int64_t now
 out:
     cJSON_Delete(params);
     free(er);
+    free(dag_dir);
     arena_release(&mem);
     return rc;
 }
@@ -839,6 +875,8 @@ static void lose_leadership(struct scheduler *s, const char *why)
     s->leader = false;
     clear_batch(s);
     drop_runs(s);
+    dagsync_free(s->ds); /* its directory is the next leader's if it runs here */
+    s->ds = NULL;
     store_session_unbind(s->st);
     queue_rewind_events(s->q);
 }
@@ -865,6 +903,25 @@ static int restore_all(struct scheduler *s)
     return rc;
 }
 
+/* Opens the DAG source for a new leadership. A source that cannot be opened (its
+ * directory missing, another process using the Git directory) is logged and tried again
+ * at the next sync interval; the scheduler runs on with the DAGs it has. */
+static void open_source(struct scheduler *s)
+{
+    bool git = s->o.git.url != NULL;
+    if (s->ds || (!git && (!s->dags_root || s->o.no_sync)))
+        return;
+    struct dagsync_options o = {
+        .dir = s->dags_root, .git = s->o.git, .interval_ms = s->o.dags_interval_ms};
+    struct strbuf err = STRBUF_INIT;
+    if (dagsync_new(&s->ds, &o, &err) < 0) {
+        sl_warn(COMP, "the DAG source cannot be opened (trying again in %lld ms): %s",
+                (long long)s->o.dags_interval_ms, err.buf);
+        s->next_sync = sl_wall_ms() + s->o.dags_interval_ms;
+    }
+    strbuf_release(&err);
+}
+
 static int become_leader(struct scheduler *s)
 {
     bool got = false;
@@ -875,6 +932,7 @@ static int become_leader(struct scheduler *s)
     STAT_ADD(s, leader_elections, 1);
     sl_info(COMP, "%s is the leader", s->o.id);
     queue_rewind_events(s->q);
+    open_source(s);
     rc = restore_all(s);
     if (rc < 0)
         lose_leadership(s, "restore failed");
@@ -885,19 +943,33 @@ static int become_leader(struct scheduler *s)
 
 static void sync_dags(struct scheduler *s, int64_t now)
 {
-    s->next_sync = now + s->o.dags_interval_ms;
-    if (!s->dags_root || s->o.no_sync)
-        return;
-    if (!s->src && registry_dir_source(&s->src, s->dags_root) < 0) {
-        sl_warn(COMP, "DAG directory %s cannot be read", s->dags_root);
-        return;
+    if (!s->ds) {
+        if (now >= s->next_sync)
+            open_source(s);
+        if (!s->ds)
+            return;
     }
-    struct registry_report rep = {0};
-    struct strbuf err = STRBUF_INIT;
-    if (registry_sync(s->st, s->src, NULL, NULL, &rep, &err) < 0)
-        sl_warn(COMP, "DAG sync failed: %s", err.buf);
-    strbuf_release(&err);
-    s->next_tick = 0;
+    if (dagsync_step(s->ds, s->st, now) > 0)
+        s->next_tick = 0; /* new versions: the ticker looks again */
+    s->next_sync = dagsync_next(s->ds, sl_wall_ms());
+}
+
+/* A sync asked for through the database (the API's push webhook, `sluice dags sync`). */
+static void check_sync_request(struct scheduler *s)
+{
+    struct arena mem = ARENA_INIT;
+    const char *json;
+    int64_t at = 0;
+    if (s->ds && store_state_get(s->st, &json, &at, "dags_sync_request", &mem) == 0 &&
+        at > s->sync_request_seen) {
+        if (s->sync_request_seen)
+            sl_info(COMP, "a DAG sync was asked for: %s", json);
+        if (s->sync_request_seen || at > sl_wall_ms() - 60000)
+            dagsync_request(s->ds);
+        s->sync_request_seen = at;
+        s->next_sync = 0;
+    }
+    arena_release(&mem);
 }
 
 static size_t active_runs_of(const struct scheduler *s, const char *dag_id, bool started_only)
@@ -989,6 +1061,7 @@ static void tick(struct scheduler *s, int64_t now)
 static void poll_runs(struct scheduler *s, int64_t now)
 {
     s->next_poll = now + s->o.poll_interval_ms;
+    check_sync_request(s);
     struct arena mem = ARENA_INIT;
     struct store_run *runs = NULL;
     size_t n = 0;
@@ -1114,7 +1187,7 @@ static int64_t next_wakeup(struct scheduler *s)
     int64_t t = s->next_poll;
     if (s->next_tick < t)
         t = s->next_tick;
-    if (s->dags_root && s->next_sync < t)
+    if ((s->dags_root || s->o.git.url) && s->next_sync < t)
         t = s->next_sync;
     if (s->next_reconcile < t)
         t = s->next_reconcile;
@@ -1191,9 +1264,22 @@ struct resend {
     size_t inst;
 };
 
+/* The leader's heartbeat in the "scheduler" state document, for health checks. */
+static void publish_heartbeat(struct scheduler *s, int64_t now)
+{
+    struct strbuf j = STRBUF_INIT;
+    strbuf_addstr(&j, "{\"id\": ");
+    strbuf_add_json_string(&j, s->o.id);
+    strbuf_addf(&j, ", \"at_ms\": %lld, \"runs\": %zu}", (long long)now, s->n_runs);
+    if (store_state_put(s->st, "scheduler", j.buf) < 0)
+        sl_debug(COMP, "heartbeat not written: %s", store_errmsg(s->st));
+    strbuf_release(&j);
+}
+
 static void reconcile(struct scheduler *s, int64_t now)
 {
     s->next_reconcile = now + s->o.reconcile_interval_ms;
+    publish_heartbeat(s, now);
     bool all = s->reconcile_all_queued;
     s->reconcile_all_queued = false;
     struct queue_workers workers = {0};
@@ -1299,7 +1385,7 @@ static bool has_work(const struct scheduler *s)
 static int iterate(struct scheduler *s)
 {
     int64_t now = sl_wall_ms();
-    if (s->dags_root && now >= s->next_sync)
+    if ((s->dags_root || s->o.git.url) && !s->o.no_sync && now >= s->next_sync)
         sync_dags(s, now);
     if (now >= s->next_poll)
         poll_runs(s, now);
@@ -1402,9 +1488,8 @@ int scheduler_run(struct scheduler *s)
     }
     s->notifier_on = false;
     drop_runs(s);
-    if (s->src)
-        s->src->free(s->src);
-    s->src = NULL;
+    dagsync_free(s->ds);
+    s->ds = NULL;
     queue_close(s->q);
     s->q = NULL;
     store_close(s->st); /* releases the leader lock with the session */

@@ -10,7 +10,8 @@
  * the leader's session ending.
  *
  * The leader's loop, each iteration (docs/engine.md, "The scheduler loop"):
- *   1. reads the DAG directory when due (registry_sync) and runs the cron ticker;
+ *   1. syncs the DAG source when due or asked (dagsync.h: a Git fetch runs on a thread
+ *      of its own) and runs the cron ticker;
  *   2. picks up runs created or cancelled by other processes (the API, the CLI);
  *   3. admits queued runs within their DAG's max_active_runs;
  *   4. reads a batch of worker events (waiting briefly when idle) and applies them, and
@@ -29,6 +30,8 @@
 #ifndef SLUICE_SCHEDULER_SCHEDULER_H
 #define SLUICE_SCHEDULER_SCHEDULER_H
 
+#include "scheduler/gitsync.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -38,7 +41,8 @@ struct scheduler_options {
     const char *redis_url;         /* required */
     const char *id;                /* in logs and as the events consumer; NULL: <host>-<pid> */
     const char *dags_dir;          /* the directory source; NULL: no registry sync */
-    int64_t dags_interval_ms;      /* 0: 30 s */
+    struct gitsync_options git;    /* git.url set: the Git source replaces dags_dir */
+    int64_t dags_interval_ms;      /* between syncs of either source; 0: 30 s */
     size_t batch_size;             /* events per transaction; 0: 1000 */
     int64_t reconcile_interval_ms; /* 0: 5 s */
     int64_t worker_timeout_ms;     /* 0: 30 s */

@@ -107,15 +107,17 @@ demo: deps
 	bash scripts/demo.sh
 
 # Each bench/*.c is a program of its own (bench/README.md): bench_dsl parses DAGs,
-# bench_engine runs the whole engine on embedded servers, next to Celery.
+# bench_engine runs the whole engine on embedded servers, next to Celery, bench_git syncs a
+# repository of 1,000 DAG files next to `git fetch`.
 BENCH_BINS := $(patsubst bench/%.c,build/release/bench/%,$(BENCH_SRCS))
 bench: deps
 	@$(MAKE) --no-print-directory $(BENCH_BINS) bin/sluice
 	build/release/bench/bench_dsl
 	build/release/bench/bench_engine
+	build/release/bench/bench_git
 
-build/release/bench/bench_engine: build/release/obj/bench/bench_engine.o \
-		build/release/obj/cli/embed.o build/release/libsluice.a
+build/release/bench/bench_engine build/release/bench/bench_git: build/release/bench/%: \
+		build/release/obj/bench/%.o build/release/obj/cli/embed.o build/release/libsluice.a
 	@mkdir -p $(@D)
 	$(CC) -o $@ $^ $(PKG_LIBS) -lm
 

@@ -613,6 +613,192 @@ START_TEST(test_recovers_from_damage)
 }
 END_TEST
 
+/* --- ssh: a private sshd on loopback -------------------------------------------------- */
+
+struct sshd {
+    char *dir;
+    int port;
+    pid_t pid;
+    char *host_pub, *other_pub; /* "ssh-ed25519 <base64>" */
+};
+
+static char *first_line(const char *path)
+{
+    char *t = test_read_file(path, NULL);
+    t[strcspn(t, "\n")] = '\0';
+    /* "ssh-ed25519 AAAA... comment": keep the type and the key */
+    char *sp = strchr(t, ' ');
+    if (sp && (sp = strchr(sp + 1, ' ')))
+        *sp = '\0';
+    return t;
+}
+
+static void run_ok(const char *cmd)
+{
+    ck_assert_msg(system(cmd) == 0, "%s", cmd);
+}
+
+static int free_port(void)
+{
+    char *out = NULL;
+    char *argv[] = {"/usr/bin/python3", "-c",
+                    "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); "
+                    "print(s.getsockname()[1])",
+                    NULL};
+    ck_assert_int_eq(test_run(argv, &out, NULL), 0);
+    int port = (int)strtol(out, NULL, 10);
+    free(out);
+    return port;
+}
+
+/* Starts sshd as the current user, accepting the key <dir>/client (made here). */
+static void sshd_start(struct sshd *d)
+{
+    memset(d, 0, sizeof(*d));
+    d->dir = temp_dir();
+    char *cmd = xasprintf("cd %s && ssh-keygen -q -t ed25519 -N '' -f host && "
+                          "ssh-keygen -q -t ed25519 -N '' -f other && "
+                          "ssh-keygen -q -t ed25519 -N '' -f client && "
+                          "cp client.pub authorized_keys && chmod 600 authorized_keys && "
+                          "mkdir -p /run/sshd 2>/dev/null; true",
+                          d->dir);
+    run_ok(cmd);
+    free(cmd);
+    char *p = xasprintf("%s/host.pub", d->dir), *o = xasprintf("%s/other.pub", d->dir);
+    d->host_pub = first_line(p);
+    d->other_pub = first_line(o);
+    free(p);
+    free(o);
+    d->port = free_port();
+    char *cfg = xasprintf("%s/sshd_config", d->dir);
+    FILE *f = fopen(cfg, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f,
+            "Port %d\nListenAddress 127.0.0.1\nHostKey %s/host\nPidFile %s/sshd.pid\n"
+            "AuthorizedKeysFile %s/authorized_keys\nPasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+            "PermitRootLogin prohibit-password\n",
+            d->port, d->dir, d->dir, d->dir);
+    fclose(f);
+    d->pid = fork();
+    ck_assert_int_ge(d->pid, 0);
+    if (d->pid == 0) {
+        char *log = xasprintf("%s/sshd.log", d->dir);
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(fd, 2);
+        execl("/usr/sbin/sshd", "/usr/sbin/sshd", "-D", "-e", "-f", cfg, (char *)NULL);
+        _exit(127);
+    }
+    free(cfg);
+    /* ready when it answers with its banner */
+    char *probe = xasprintf("for i in $(seq 100); do "
+                            "(exec 3<>/dev/tcp/127.0.0.1/%d && head -c 4 <&3) 2>/dev/null "
+                            "| grep -q SSH && exit 0; sleep 0.05; done; exit 1",
+                            d->port);
+    char *argv[] = {"/bin/bash", "-c", probe, NULL};
+    ck_assert_msg(test_run(argv, NULL, NULL) == 0, "sshd did not start (see %s/sshd.log)", d->dir);
+    free(probe);
+}
+
+static void sshd_stop(struct sshd *d)
+{
+    kill(d->pid, SIGTERM);
+    waitpid(d->pid, NULL, 0);
+    remove_dir(d->dir);
+    free(d->host_pub);
+    free(d->other_pub);
+}
+
+/*
+ * In a child: a fetch with o must return want_rc, with a message containing want (when
+ * it fails) or the commit want (when it succeeds). Returns 0 if so; the child says why
+ * not on stderr. libgit2 1.5's ssh transport leaks a few dozen bytes per connection
+ * inside git_remote_connect() (nothing a caller can free), so ssh fetches run in a child
+ * that leaves with _exit(), out of the leak checker's sight; the same code of ours is
+ * leak-checked over git:// and file:// above.
+ */
+static int ssh_fetch(const struct gitsync_options *o, int want_rc, const char *want)
+{
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        struct gitsync *g = NULL;
+        struct strbuf err = STRBUF_INIT;
+        struct registry_snapshot snap;
+        registry_snapshot_init(&snap);
+        if (gitsync_open(&g, o, &err) < 0)
+            _exit(2);
+        int rc = gitsync_fetch(g, &snap, DSL_DEFAULT_MAX_BYTES, &err);
+        bool ok = rc == want_rc &&
+                  (rc == 0 ? snap.commit_sha && !strcmp(snap.commit_sha, want) && snap.n_files == 1
+                           : strstr(err.buf, want) && snap.n_files == 0);
+        if (!ok)
+            fprintf(stderr, "ssh_fetch: rc %d, commit %s, message: %s\n", rc,
+                    snap.commit_sha ? snap.commit_sha : "-", err.buf);
+        _exit(ok ? 0 : 1);
+    }
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+START_TEST(test_ssh_with_key_and_known_hosts)
+{
+    struct sshd d;
+    sshd_start(&d);
+    ck_assert_int_eq(harness_git_init_bare(&git, "ssh.git"), 0);
+    char *wt, *c1;
+    ck_assert_int_eq(harness_git_clone(&wt, &git, "ssh.git"), 0);
+    write_dag(wt, "a.yaml", "a", "over ssh");
+    ck_assert_int_eq(harness_git_commit(&c1, wt, "one"), 0);
+    ck_assert_int_eq(harness_git_push(wt, 0), 0);
+    char *repo = harness_git_repo_path(&git, "ssh.git");
+    const char *user = getenv("USER") && *getenv("USER") ? getenv("USER") : "root";
+    char *url = xasprintf("ssh://%s@127.0.0.1:%d%s", user, d.port, repo);
+    char *key = xasprintf("%s/client", d.dir), *other_key = xasprintf("%s/other", d.dir);
+    char *known = xasprintf("%s/known_hosts", d.dir), *wrong = xasprintf("%s/wrong_hosts", d.dir);
+    char *line = xasprintf("# test\n[127.0.0.1]:%d %s\n", d.port, d.host_pub);
+    ck_assert_int_eq(harness_git_write_file(d.dir, "known_hosts", line), 0);
+    free(line);
+    line = xasprintf("127.0.0.1 %s\n", d.other_pub);
+    ck_assert_int_eq(harness_git_write_file(d.dir, "wrong_hosts", line), 0);
+    free(line);
+    char *dir = temp_dir();
+    struct strbuf err = STRBUF_INIT;
+
+    /* the right key and a known host: the commit's files */
+    struct gitsync_options o = {
+        .url = url, .dir = dir, .ssh_key_file = key, .known_hosts_file = known};
+    struct gitsync *g = NULL;
+    ck_assert_int_eq(gitsync_open(&g, &o, &err), 0);
+    char *shown = xasprintf("git:ssh://127.0.0.1:%d%s#main", d.port, repo);
+    ck_assert_str_eq(gitsync_name(g), shown); /* the user is not shown */
+    free(shown);
+    gitsync_close(g);
+    ck_assert_int_eq(ssh_fetch(&o, 0, c1), 0);
+
+    /* a host key that known_hosts does not list, a client key the server does not
+     * accept: both refused */
+    o.known_hosts_file = wrong;
+    ck_assert_int_eq(ssh_fetch(&o, SL_EIO, "host key of 127.0.0.1 is not in"), 0);
+    o.known_hosts_file = known;
+    o.ssh_key_file = other_key;
+    ck_assert_int_eq(ssh_fetch(&o, SL_EIO, "cannot reach"), 0);
+
+    sshd_stop(&d);
+    remove_dir(dir);
+    free(known);
+    free(wrong);
+    free(key);
+    free(other_key);
+    free(url);
+    free(repo);
+    free(c1);
+    free(wt);
+    strbuf_release(&err);
+}
+END_TEST
+
 /* --- known_hosts ---------------------------------------------------------------------- */
 
 static char *b64(const unsigned char *p, size_t n)
@@ -695,6 +881,7 @@ Suite *suite_integration_gitsync(void)
     tcase_add_test(tc, test_checkouts);
     tcase_add_test(tc, test_failures_change_nothing);
     tcase_add_test(tc, test_recovers_from_damage);
+    tcase_add_test(tc, test_ssh_with_key_and_known_hosts);
     suite_add_tcase(s, tc);
     TCase *unit = tcase_create("unit");
     tcase_add_test(unit, test_known_hosts);

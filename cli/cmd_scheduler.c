@@ -177,6 +177,7 @@ int cli_git_options(struct cli_git *g, const struct sl_config *c)
         .password = password,
         .ssh_key_file = c->git.ssh_key_file,
         .known_hosts_file = c->git.known_hosts_file,
+        .ca_file = c->git.ca_file,
         .timeout_ms = c->git.timeout_ms,
     };
     if (gitsync_check_options(&g->o, &err) < 0) {

@@ -54,6 +54,7 @@ static const struct key keys[] = {
     KEY("git.password_file", K_STR, git.password_file, NULL),
     KEY("git.ssh_key_file", K_STR, git.ssh_key_file, NULL),
     KEY("git.known_hosts_file", K_STR, git.known_hosts_file, NULL),
+    KEY("git.ca_file", K_STR, git.ca_file, NULL),
     KEY("scheduler.id", K_STR, scheduler.id, NULL),
     KEY("scheduler.batch_size", K_INT, scheduler.batch_size, "1000"),
     KEY("scheduler.reconcile_interval", K_DURATION, scheduler.reconcile_interval_ms, "5s"),

@@ -49,6 +49,7 @@ struct sl_config {
         char *password_file;    /* or read from this file (a mounted secret); NULL */
         char *ssh_key_file;     /* NULL */
         char *known_hosts_file; /* required for ssh; NULL */
+        char *ca_file;          /* https CA bundle; NULL: the system's */
     } git;
 
     struct {

@@ -34,6 +34,7 @@
 #define FETCH_REF          "refs/sluice/fetch"
 #define MAX_DEPTH          32
 #define DEFAULT_TIMEOUT_MS (5 * 60 * 1000)
+#define SYSTEM_CA_BUNDLE   "/etc/ssl/certs/ca-certificates.crt" /* Debian's ca-certificates */
 
 struct gitsync {
     pthread_mutex_t lock;
@@ -267,6 +268,17 @@ int gitsync_open(struct gitsync **out, const struct gitsync_options *o, struct s
         return busy ? SL_EEXIST : SL_EIO;
     }
     free(lock_path);
+    /* libgit2 with mbedTLS (Debian's build) knows no CA store of its own */
+    const char *ca = o->ca_file && *o->ca_file ? o->ca_file : SYSTEM_CA_BUNDLE;
+    if (access(ca, R_OK) == 0 && git_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS, ca, NULL) < 0) {
+        strbuf_addf(err, "cannot use the CA certificates in %s: %s", ca, git_msg());
+        gitsync_close(g);
+        return SL_EINVAL;
+    } else if (o->ca_file && *o->ca_file && access(ca, R_OK) < 0) {
+        strbuf_addf(err, "cannot read git.ca_file %s: %s", ca, strerror(errno));
+        gitsync_close(g);
+        return SL_EINVAL;
+    }
     remove_stale(g->repo_dir, 0);
     remove_tmp_checkouts(g->checkouts_dir);
     rc = open_repo(g, err);

@@ -40,6 +40,8 @@ struct gitsync_options {
     const char *password; /* https password or token; NULL: none */
     const char *ssh_key_file;     /* private key for ssh; NULL: none */
     const char *known_hosts_file; /* required for ssh: the server's key must be listed */
+    const char *ca_file;          /* https: CA certificates (PEM); NULL: the system's bundle.
+                                   * Process-wide in libgit2: the last gitsync_open() wins */
     int64_t timeout_ms;           /* a fetch running longer is abandoned; 0: 5 minutes */
 };
 

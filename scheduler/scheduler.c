@@ -160,6 +160,7 @@ int scheduler_new(struct scheduler **out, const struct scheduler_options *o)
     s->o.git.password = dup_or_null(o->git.password);
     s->o.git.ssh_key_file = dup_or_null(o->git.ssh_key_file);
     s->o.git.known_hosts_file = dup_or_null(o->git.known_hosts_file);
+    s->o.git.ca_file = dup_or_null(o->git.ca_file);
     if (!s->o.dags_interval_ms)
         s->o.dags_interval_ms = 30000;
     if (!s->o.batch_size)
@@ -252,6 +253,7 @@ void scheduler_free(struct scheduler *s)
     free((char *)s->o.git.password);
     free((char *)s->o.git.ssh_key_file);
     free((char *)s->o.git.known_hosts_file);
+    free((char *)s->o.git.ca_file);
     dagsync_free(s->ds);
     free(s->dags_root);
     pthread_mutex_destroy(&s->stats_lock);

@@ -799,6 +799,137 @@ START_TEST(test_ssh_with_key_and_known_hosts)
 }
 END_TEST
 
+/* --- https: smart HTTP over TLS with basic auth ----------------------------------------- */
+
+struct https_git {
+    char *dir, *ca, *url_base; /* url_base: "https://localhost:<port>" */
+    pid_t pid;
+};
+
+/* A private CA, a certificate for localhost signed by it, and tests/data/git/
+ * https_server.py serving the harness's repositories as user "sluice", password "t0ken". */
+static void https_start(struct https_git *h)
+{
+    memset(h, 0, sizeof(*h));
+    h->dir = temp_dir();
+    char *cmd =
+        xasprintf("cd %s && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem "
+                  "-days 2 -subj /CN=sluice-test-ca 2>/dev/null && "
+                  "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr "
+                  "-subj /CN=localhost 2>/dev/null && "
+                  "printf 'subjectAltName=DNS:localhost\\nbasicConstraints=CA:FALSE\\n' > ext && "
+                  "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
+                  "-out server.pem -days 2 -extfile ext 2>/dev/null",
+                  h->dir);
+    run_ok(cmd);
+    free(cmd);
+    h->ca = xasprintf("%s/ca.pem", h->dir);
+    char *script = test_path("tests/data/git/https_server.py");
+    char *cert = xasprintf("%s/server.pem", h->dir), *key = xasprintf("%s/server.key", h->dir);
+    char *port_file = xasprintf("%s/port", h->dir);
+    h->pid = fork();
+    ck_assert_int_ge(h->pid, 0);
+    if (h->pid == 0) {
+        execl("/usr/bin/python3", "python3", script, git.repos_dir, cert, key, "sluice", "t0ken",
+              port_file, (char *)NULL);
+        _exit(127);
+    }
+    int port = 0;
+    for (int i = 0; i < 200 && !port; i++) {
+        FILE *f = fopen(port_file, "r");
+        if (f) {
+            ck_assert_int_eq(fscanf(f, "%d", &port), 1); // NOLINT(cert-err34-c)
+            fclose(f);
+        } else {
+            struct timespec ts = {0, 25000000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    ck_assert_msg(port > 0, "the https server did not start");
+    h->url_base = xasprintf("https://localhost:%d", port); /* mbedTLS matches names only */
+    free(script);
+    free(cert);
+    free(key);
+    free(port_file);
+}
+
+static void https_stop(struct https_git *h)
+{
+    kill(h->pid, SIGTERM);
+    waitpid(h->pid, NULL, 0);
+    remove_dir(h->dir);
+    free(h->ca);
+    free(h->url_base);
+}
+
+START_TEST(test_https_with_basic_auth_and_a_private_ca)
+{
+    struct https_git h;
+    https_start(&h);
+    ck_assert_int_eq(harness_git_init_bare(&git, "web.git"), 0);
+    char *wt, *c1;
+    ck_assert_int_eq(harness_git_clone(&wt, &git, "web.git"), 0);
+    write_dag(wt, "a.yaml", "a", "over https");
+    ck_assert_int_eq(harness_git_commit(&c1, wt, "one"), 0);
+    ck_assert_int_eq(harness_git_push(wt, 0), 0);
+    char *url = xasprintf("%s/web.git", h.url_base);
+    char *dir = temp_dir();
+    struct strbuf err = STRBUF_INIT;
+    struct registry_snapshot snap;
+    struct gitsync *g = NULL;
+
+    /* the token and the private CA: the commit's files */
+    struct gitsync_options o = {
+        .url = url, .dir = dir, .username = "sluice", .password = "t0ken", .ca_file = h.ca};
+    ck_assert_int_eq(gitsync_open(&g, &o, &err), 0);
+    registry_snapshot_init(&snap);
+    ck_assert_msg(gitsync_fetch(g, &snap, DSL_DEFAULT_MAX_BYTES, &err) == 0, "%s", err.buf);
+    ck_assert_str_eq(snap.commit_sha, c1);
+    ck_assert_uint_eq(snap.n_files, 1);
+    registry_snapshot_release(&snap);
+    gitsync_close(g);
+
+    /* a wrong token: refused, and the token appears nowhere */
+    o.password = "wr0ng-t0ken";
+    ck_assert_int_eq(gitsync_open(&g, &o, &err), 0);
+    strbuf_reset(&err);
+    ck_assert_int_eq(gitsync_fetch(g, &snap, DSL_DEFAULT_MAX_BYTES, &err), SL_EIO);
+    ck_assert_msg(strstr(err.buf, "authentication failed"), "%s", err.buf);
+    ck_assert_ptr_null(strstr(err.buf, "wr0ng"));
+    gitsync_close(g);
+
+    /* no credentials at all */
+    o.password = NULL;
+    ck_assert_int_eq(gitsync_open(&g, &o, &err), 0);
+    strbuf_reset(&err);
+    ck_assert_int_eq(gitsync_fetch(g, &snap, DSL_DEFAULT_MAX_BYTES, &err), SL_EIO);
+    ck_assert_msg(strstr(err.buf, "none are configured"), "%s", err.buf);
+    gitsync_close(g);
+
+    /* the system's CAs do not know this server: refused */
+    o.password = "t0ken";
+    o.ca_file = NULL;
+    ck_assert_int_eq(gitsync_open(&g, &o, &err), 0);
+    strbuf_reset(&err);
+    ck_assert_int_eq(gitsync_fetch(g, &snap, DSL_DEFAULT_MAX_BYTES, &err), SL_EIO);
+    ck_assert_msg(strstr(err.buf, "cannot reach"), "%s", err.buf);
+    gitsync_close(g);
+
+    /* a CA file that cannot be read is a configuration error */
+    o.ca_file = "/nonexistent/ca.pem";
+    strbuf_reset(&err);
+    ck_assert_int_eq(gitsync_open(&g, &o, &err), SL_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.buf, "git.ca_file"));
+
+    https_stop(&h);
+    remove_dir(dir);
+    free(url);
+    free(c1);
+    free(wt);
+    strbuf_release(&err);
+}
+END_TEST
+
 /* --- known_hosts ---------------------------------------------------------------------- */
 
 static char *b64(const unsigned char *p, size_t n)
@@ -882,6 +1013,7 @@ Suite *suite_integration_gitsync(void)
     tcase_add_test(tc, test_failures_change_nothing);
     tcase_add_test(tc, test_recovers_from_damage);
     tcase_add_test(tc, test_ssh_with_key_and_known_hosts);
+    tcase_add_test(tc, test_https_with_basic_auth_and_a_private_ca);
     suite_add_tcase(s, tc);
     TCase *unit = tcase_create("unit");
     tcase_add_test(unit, test_known_hosts);

@@ -215,17 +215,23 @@ int store_dag_put_version(struct store *st, int64_t *out_version_id, bool *out_c
     return 0;
 }
 
+/* A JSON array of the n strings v, for a jsonb parameter. */
+static void json_strings(struct strbuf *json, const char *const *v, size_t n)
+{
+    strbuf_addch(json, '[');
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            strbuf_addch(json, ',');
+        strbuf_add_json_string(json, v[i]);
+    }
+    strbuf_addch(json, ']');
+}
+
 int store_dags_set_commit(struct store *st, const char *commit_sha, const char *const *dag_ids,
                           size_t n)
 {
     struct strbuf json = STRBUF_INIT;
-    strbuf_addch(&json, '[');
-    for (size_t i = 0; i < n; i++) {
-        if (i)
-            strbuf_addch(&json, ',');
-        strbuf_add_json_string(&json, dag_ids[i]);
-    }
-    strbuf_addch(&json, ']');
+    json_strings(&json, dag_ids, n);
     PGresult *res = NULL;
     const char *params[] = {commit_sha, json.buf};
     int rc = store_exec(st, &res, &stmt_dags_set_commit, 2, params);
@@ -260,13 +266,7 @@ int store_dag_deactivate_missing(struct store *st, size_t *out_deactivated,
                                  const char *const *files, size_t n_files)
 {
     struct strbuf json = STRBUF_INIT;
-    strbuf_addch(&json, '[');
-    for (size_t i = 0; i < n_files; i++) {
-        if (i)
-            strbuf_addch(&json, ',');
-        strbuf_add_json_string(&json, files[i]);
-    }
-    strbuf_addch(&json, ']');
+    json_strings(&json, files, n_files);
     struct deactivate_ctx c = {json.buf, 0};
     int rc = store_tx_op(st, deactivate_op, &c);
     strbuf_release(&json);

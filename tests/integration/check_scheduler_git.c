@@ -10,6 +10,7 @@
  */
 #include "common/error.h"
 #include "common/fsutil.h"
+#include "common/timeutil.h"
 #include "common/xalloc.h"
 #include "scheduler/scheduler.h"
 #include "store/store.h"
@@ -44,13 +45,6 @@ static void servers_teardown(void)
     harness_git_stop(&git);
     harness_redis_stop(&redis);
     pgtest_teardown();
-}
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void nap(int ms)
@@ -182,7 +176,7 @@ static cJSON *sync_status(struct fx *f)
  * failure with at least `failures` in a row. Returns the status (caller deletes). */
 static cJSON *wait_status(struct fx *f, const char *commit, int failures)
 {
-    int64_t deadline = now_ms() + 20000;
+    int64_t deadline = sl_wall_ms() + 20000;
     for (;;) {
         cJSON *s = sync_status(f);
         if (s) {
@@ -195,7 +189,7 @@ static cJSON *wait_status(struct fx *f, const char *commit, int failures)
                 return s;
             cJSON_Delete(s);
         }
-        ck_assert_msg(now_ms() < deadline, "the sync status never showed %s",
+        ck_assert_msg(sl_wall_ms() < deadline, "the sync status never showed %s",
                       commit ? commit : "a failure");
         nap(20);
     }
@@ -219,13 +213,13 @@ static struct store_run trigger(struct fx *f, const char *dag)
 /* Waits for the run to end; returns its step's output param "out" (in f->mem). */
 static const char *run_output(struct fx *f, const struct store_run *r)
 {
-    int64_t deadline = now_ms() + 30000;
+    int64_t deadline = sl_wall_ms() + 30000;
     struct store_run now;
     for (;;) {
         CK_STORE_OK(f->st, store_run_get_by_pk(f->st, &now, r->id, &f->mem));
         if (now.state == STORE_RUN_SUCCEEDED || now.state == STORE_RUN_FAILED)
             break;
-        ck_assert_msg(now_ms() < deadline, "run %s still %s", r->run_id,
+        ck_assert_msg(sl_wall_ms() < deadline, "run %s still %s", r->run_id,
                       store_run_state_name(now.state));
         nap(50);
     }

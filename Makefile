@@ -7,6 +7,7 @@
 #   make format     clang-format every C file in place (format-check: verify only)
 #   make lint       clang-tidy over every C file, zero findings
 #   make deps       install the Debian packages everything above needs
+#   make image      the container image from the Dockerfile (needs a Docker engine)
 #
 # All modules compile into one static library per variant (libsluice.a); the binary,
 # the tests, the fuzzers and the benchmarks link it. Variants live under build/<variant>/.
@@ -170,3 +171,15 @@ compile_commands.json: Makefile $(ALL_C)
 
 clean:
 	rm -rf build bin compile_commands.json
+
+# --- container image (Dockerfile; docs/operations.md) -------------------------------
+# Builds the one sluice image with a Docker engine. Where none is reachable it says so
+# and fails: it never pretends to have built anything.
+IMAGE ?= sluice:dev
+.PHONY: image
+image:
+	@command -v docker >/dev/null 2>&1 || { \
+	  echo "image: no docker command on this machine: cannot build $(IMAGE)" >&2; exit 1; }
+	@docker info >/dev/null 2>&1 || { \
+	  echo "image: no Docker engine is reachable (docker info failed): cannot build $(IMAGE)" >&2; exit 1; }
+	docker build -t $(IMAGE) .

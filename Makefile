@@ -16,6 +16,8 @@
 SHELL := /bin/bash
 
 PKGS       := libuv libpq hiredis libcurl libcjson yaml-0.1 libgit2 libcrypto
+# the REST API (api/): h2o, the libuv build (Debian's libh2o-dev)
+PKGS       += libh2o
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) check 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null)
@@ -79,6 +81,8 @@ build/$(1)/tests/check_sluice: $(call obj,$(1),$(TEST_SRCS) $(CLI_LIB_SRCS)) bui
 endef
 $(eval $(call VARIANT,release))
 $(eval $(call VARIANT,asan))
+# api/openapi.c embeds api/openapi.json (.incbin), which -MMD cannot see
+build/release/obj/api/openapi.o build/asan/obj/api/openapi.o: api/openapi.json
 -include $(patsubst %.c,build/release/obj/%.d,$(ALL_C)) $(patsubst %.c,build/asan/obj/%.d,$(ALL_C))
 
 .PHONY: all deps test unit demo bench format format-check lint fuzz clean
@@ -108,17 +112,25 @@ demo: deps
 	bash scripts/demo.sh
 
 # Each bench/*.c is a program of its own (bench/README.md): bench_dsl parses DAGs,
-# bench_engine runs the whole engine on embedded servers, next to Celery, bench_git syncs a
-# repository of 1,000 DAG files next to `git fetch`.
+# bench_engine runs the whole engine on embedded servers, next to Celery; bench_git syncs
+# a repository of 1,000 DAG files next to `git fetch`; bench_api loads the REST API
+# with wrk.
 BENCH_BINS := $(patsubst bench/%.c,build/release/bench/%,$(BENCH_SRCS))
 bench: deps
 	@$(MAKE) --no-print-directory $(BENCH_BINS) bin/sluice
 	build/release/bench/bench_dsl
 	build/release/bench/bench_engine
 	build/release/bench/bench_git
+	build/release/bench/bench_api
 
 build/release/bench/bench_engine build/release/bench/bench_git: build/release/bench/%: \
 		build/release/obj/bench/%.o build/release/obj/cli/embed.o build/release/libsluice.a
+	@mkdir -p $(@D)
+	$(CC) -o $@ $^ $(PKG_LIBS) -lm
+
+# the REST API under wrk, on the embedded servers
+build/release/bench/bench_api: build/release/obj/bench/bench_api.o \
+		build/release/obj/cli/embed.o build/release/libsluice.a
 	@mkdir -p $(@D)
 	$(CC) -o $@ $^ $(PKG_LIBS) -lm
 

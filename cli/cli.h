@@ -30,6 +30,37 @@ int cmd_standalone(int argc, char **argv);
 /* sluice dag test (argv[0] is "test") */
 int cmd_dag_test(int argc, char **argv);
 
+/* --- the REST API (cli/cmd_api.c) and its clients (cli/cmd_client*.c) --- */
+
+/* sluice api */
+int cmd_api(int argc, char **argv);
+
+struct sl_config;
+struct cli_api;
+/* Starts the API server in a thread of this process (sluice standalone): migrates, makes
+ * and prints the bootstrap admin token on a database without tokens, binds api.listen.
+ * Returns 0 and sets *out, or -1 after printing why. */
+int cli_api_start(struct cli_api **out, const struct sl_config *c, const char *db_url,
+                  const char *redis_url);
+/* The port it listens on. */
+int cli_api_port(const struct cli_api *a);
+/* Stops it gracefully and frees it; NULL is fine. */
+void cli_api_stop(struct cli_api *a);
+
+/* The API's clients (cli/cmd_client.c): SLUICE_API_URL, SLUICE_TOKEN. */
+int cmd_client_dags(int argc, char **argv);
+int cmd_client_pause(int argc, char **argv);
+int cmd_client_unpause(int argc, char **argv);
+int cmd_client_trigger(int argc, char **argv);
+int cmd_client_runs(int argc, char **argv);
+int cmd_client_run(int argc, char **argv);
+int cmd_client_logs(int argc, char **argv);
+int cmd_client_cancel(int argc, char **argv);
+int cmd_client_retry(int argc, char **argv);
+int cmd_client_backfill(int argc, char **argv);
+int cmd_client_import_errors(int argc, char **argv);
+int cmd_client_token(int argc, char **argv);
+
 /* Reads "--name VALUE" or "--name=VALUE" at argv[*i] (advancing *i past a separate
  * value); returns the value, or NULL if argv[*i] is not that flag or lacks a value. */
 const char *cli_flag_value(int argc, char **argv, int *i, const char *name);

@@ -244,6 +244,14 @@ int cmd_standalone(int argc, char **argv)
         sl_config_release(&c);
         return 1;
     }
+    /* the REST API, in a thread of its own (prints an admin token on the first start) */
+    struct cli_api *api = NULL;
+    if (cli_api_start(&api, &c, k.db_url, k.redis_url) < 0) {
+        stack_stop(&k);
+        sl_config_release(&c);
+        return 1;
+    }
+    fprintf(stderr, "  API:      http://%s/api/v1 (port %d)\n", c.api.listen, cli_api_port(api));
     fprintf(stderr,
             "sluice standalone is running: DAGs from %s, step logs in %s\n"
             "  database: %s\n  redis:    %s\n"
@@ -263,6 +271,7 @@ int cmd_standalone(int argc, char **argv)
         strbuf_release(&why);
     }
     fprintf(stderr, "stopping ...\n");
+    cli_api_stop(api);
     stack_stop(&k);
     sl_config_release(&c);
     return status;

@@ -72,6 +72,13 @@ static const struct key keys[] = {
     KEY("worker.kill_grace", K_DURATION, worker.kill_grace_ms, "10s"),
     KEY("worker.stop_grace", K_DURATION, worker.stop_grace_ms, "30s"),
     KEY("worker.retention", K_DURATION, worker.retention_ms, "7d"),
+    KEY("api.listen", K_STR, api.listen, "127.0.0.1:8080"),
+    KEY("api.threads", K_INT, api.threads, "8"),
+    KEY("api.max_body_bytes", K_INT, api.max_body_bytes, "1048576"),
+    KEY("api.request_timeout", K_DURATION, api.request_timeout_ms, "30s"),
+    KEY("api.shutdown_grace", K_DURATION, api.shutdown_grace_ms, "10s"),
+    KEY("api.token_cache_ttl", K_DURATION, api.token_cache_ttl_ms, "5s"),
+    KEY("api.webhook_secret", K_STR, api.webhook_secret, NULL),
 };
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 

@@ -74,6 +74,16 @@ struct sl_config {
         int64_t stop_grace_ms;         /* 30 s */
         int64_t retention_ms;          /* run directories kept; 7 days */
     } worker;
+
+    struct {
+        char *listen;               /* "host:port"; "127.0.0.1:8080" */
+        int64_t threads;            /* worker threads, each a database session; 8 */
+        int64_t max_body_bytes;     /* larger request bodies get 413; 1 MiB */
+        int64_t request_timeout_ms; /* a request must arrive within; 30 s */
+        int64_t shutdown_grace_ms;  /* in-flight requests get this at a stop; 10 s */
+        int64_t token_cache_ttl_ms; /* a token's role is cached this long; 5 s */
+        char *webhook_secret;       /* secret of POST /hooks/git; NULL: hook off */
+    } api;
 };
 
 /*

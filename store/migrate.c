@@ -234,10 +234,41 @@ static const char *const v3_sql[] = {
     NULL,
 };
 
+/* --- version 4: the REST API ----------------------------------------------------------------- */
+
+static const char *const v4_sql[] = {
+    /* A backfill: the runs of a DAG over past logical times, created by the API a few at a
+     * time (its own max_active_runs) as earlier ones end. logical_times are the schedule's
+     * ticks in [start_at, end_at], fixed at creation; next_index is how many of them have
+     * been handled (a run created, or skipped by the reprocess rule). */
+    "CREATE TABLE backfills (\n"
+    "    id              bigserial PRIMARY KEY,\n"
+    "    dag_id          text NOT NULL REFERENCES dags (dag_id),\n"
+    "    start_at        timestamptz NOT NULL,\n"
+    "    end_at          timestamptz NOT NULL CHECK (end_at >= start_at),\n"
+    "    reprocess       text NOT NULL CHECK (reprocess IN ('none', 'failed', 'all')),\n"
+    "    max_active_runs integer NOT NULL CHECK (max_active_runs >= 1),\n"
+    "    params          jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(params) = 'object'),\n"
+    "    logical_times   bigint[] NOT NULL,\n"
+    "    next_index      integer NOT NULL DEFAULT 0 CHECK (next_index >= 0),\n"
+    "    n_skipped       integer NOT NULL DEFAULT 0,\n"
+    "    state           text NOT NULL DEFAULT 'running'\n"
+    "                    CHECK (state IN ('running', 'completed', 'cancelled')),\n"
+    "    created_at      timestamptz NOT NULL DEFAULT now(),\n"
+    "    updated_at      timestamptz NOT NULL DEFAULT now()\n"
+    ")",
+    "CREATE INDEX backfills_running_idx ON backfills (id) WHERE state = 'running'",
+    /* the runs a backfill made */
+    "ALTER TABLE runs ADD COLUMN backfill_id bigint REFERENCES backfills (id)",
+    "CREATE INDEX runs_backfill_idx ON runs (backfill_id, state) WHERE backfill_id IS NOT NULL",
+    NULL,
+};
+
 static const struct migration migrations[] = {
     {1, "initial schema", v1_sql},
     {2, "engine writes", v2_sql},
     {3, "git sync", v3_sql},
+    {4, "api", v4_sql},
 };
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
 

@@ -556,6 +556,179 @@ int store_steps_write(struct store *st, int64_t run_pk, const struct store_step_
 int store_run_set_state(struct store *st, int64_t run_pk, enum store_run_state state,
                         int64_t at_ms);
 
+/* --- the REST API's reads and writes (store/api.c) ------------------------------------------ */
+
+/* An API token; the token's text is never stored, only its SHA-256. */
+struct store_token {
+    int64_t id;
+    const char *name;
+    const char *role; /* "viewer", "operator" or "admin" */
+    int64_t created_at_ms;
+    int64_t revoked_at_ms;   /* or STORE_NO_TIME */
+    int64_t last_used_at_ms; /* or STORE_NO_TIME; updated at most once a minute */
+};
+
+/* Records a token by its hash. Returns 0 and sets *out; SL_EEXIST when a live token has
+ * that name (api_tokens_live_name_key); SL_EINVAL for a bad role, empty name or a hash
+ * that is not 32 bytes. */
+int store_token_create(struct store *st, struct store_token *out, const char *name,
+                       const char *role, const unsigned char *hash, size_t hash_len,
+                       struct arena *mem);
+/* The live (unrevoked) token with this hash, and marks it used (at most one write a
+ * minute). Returns 0 or SL_ENOENT. */
+int store_token_find(struct store *st, struct store_token *out, const unsigned char *hash,
+                     size_t hash_len, struct arena *mem);
+/* Every token, revoked ones included, by id. */
+int store_tokens_list(struct store *st, struct store_token **out, size_t *out_n, struct arena *mem);
+/* Revokes token id; *out_changed (may be NULL) is false if it was revoked already.
+ * Returns 0 or SL_ENOENT. */
+int store_token_revoke(struct store *st, bool *out_changed, int64_t id);
+/* How many tokens exist at all, revoked ones included (first-start bootstrap). */
+int store_tokens_count(struct store *st, int64_t *out);
+
+/* A DAG as the API lists it: the row, its current version's facts, its last run. */
+struct store_dag_info {
+    struct store_dag dag;
+    const char *content_hash; /* of the current version, or NULL */
+    const char *commit_sha;   /* or NULL */
+    const char *schedule;     /* or NULL (manual only) */
+    const char *description;  /* or NULL */
+    const char *tags_json;    /* JSON array of strings */
+    const char *params_json;  /* the model's params (JSON array), or NULL */
+    const char *last_run_id;  /* the newest run, or NULL */
+    const char *last_run_state;
+    int64_t last_run_logical_ms;
+    int64_t active_runs;
+};
+
+struct store_dag_filter {
+    const char *dag_id; /* one DAG, or NULL */
+    const char *tag;    /* only DAGs whose current version has this tag, or NULL */
+    int paused;         /* -1 any, 0 unpaused only, 1 paused only */
+    const char *search; /* substring of the dag_id or description (case-insensitive), or NULL */
+    bool include_inactive;
+    int64_t limit, offset;
+};
+
+/* DAGs matching f, by dag_id, with *out_total the count of all matches (paging). */
+int store_dags_query(struct store *st, struct store_dag_info **out, size_t *out_n,
+                     int64_t *out_total, const struct store_dag_filter *f, struct arena *mem);
+/* The versions of a DAG, newest first (model_json and source are left NULL). */
+int store_dag_versions_list(struct store *st, struct store_dag_version **out, size_t *out_n,
+                            int64_t *out_total, const char *dag_id, int64_t limit, int64_t offset,
+                            struct arena *mem);
+
+enum store_run_order {
+    STORE_RUN_ORDER_ID_DESC, /* newest first (default) */
+    STORE_RUN_ORDER_ID,
+    STORE_RUN_ORDER_LOGICAL_DESC,
+    STORE_RUN_ORDER_LOGICAL,
+    STORE_RUN_ORDER_START_DESC,
+    STORE_RUN_ORDER_START,
+};
+
+struct store_run_filter {
+    const char *dag_id; /* or NULL for every DAG */
+    unsigned states;    /* bit (1u << enum store_run_state) per state; 0 = all */
+    int64_t logical_gte, logical_lte, start_gte, start_lte, end_gte, end_lte; /* STORE_NO_TIME:
+                                                                                 no bound */
+    enum store_run_order order;
+    int64_t limit, offset;
+};
+
+/* Runs matching f, with *out_total the count of all matches. */
+int store_runs_query(struct store *st, struct store_run **out, size_t *out_n, int64_t *out_total,
+                     const struct store_run_filter *f, struct arena *mem);
+
+struct store_attempt {
+    const char *attempt_id;
+    const char *step;
+    int map_index;
+    int attempt;
+    const char *state; /* queued, running, succeeded, failed, cancelled */
+    const char *worker;
+    int64_t queued_at_ms, started_at_ms, ended_at_ms;
+    int exit_code; /* or STORE_NO_EXIT_CODE */
+    const char *reason;
+    const char *output_params_json;
+    const char *log_path;
+};
+
+/* The attempts of a run (of one step when step is not NULL), by step, map_index, attempt. */
+int store_attempts_of_run(struct store *st, struct store_attempt **out, size_t *out_n,
+                          int64_t run_pk, const char *step, struct arena *mem);
+
+/*
+ * Retries a finished run in place (the API's POST .../retry): in one transaction, checks
+ * that the run is succeeded, failed or cancelled (else SL_ECONFLICT: it is still active, or
+ * another retry came first), replaces its params when params_json is not NULL, writes the
+ * step instances to run again (w[0..n), normally reset to pending with their attempt
+ * number kept, so the next attempt continues the numbering) and sets the run queued
+ * again, which the scheduler's poll picks up like a new run. The run keeps its run_id,
+ * its version and its run directory. Returns 0, SL_ENOENT, SL_ECONFLICT, SL_EINVAL
+ * (params not an object), SL_ECONN.
+ */
+int store_run_retry(struct store *st, int64_t run_pk, const char *params_json,
+                    const struct store_step_write *w, size_t n);
+
+/* A backfill (schema version 4): runs of a DAG over past logical times, created a few at a
+ * time by store_backfills_advance(). */
+struct store_backfill {
+    int64_t id;
+    const char *dag_id;
+    int64_t start_ms, end_ms;
+    const char *reprocess; /* "none", "failed", "all" */
+    int64_t max_active_runs;
+    const char *params_json;
+    int64_t *logical_ms; /* the ticks, ascending */
+    size_t n_logical;
+    int64_t next_index; /* ticks handled so far */
+    int64_t n_skipped;  /* ticks skipped by the reprocess rule */
+    const char *state;  /* "running", "completed", "cancelled" */
+    int64_t created_at_ms;
+    const char *runs_by_state_json; /* {"queued": 1, "succeeded": 3, ...} of its runs */
+};
+
+/* Records a backfill of dag_id over logical_ms[0..n) (ascending). Sets *out_id. Returns 0,
+ * SL_ENOENT (no such DAG), SL_EINVAL. */
+int store_backfill_create(struct store *st, int64_t *out_id, const char *dag_id, int64_t start_ms,
+                          int64_t end_ms, const char *reprocess, int64_t max_active_runs,
+                          const char *params_json, const int64_t *logical_ms, size_t n);
+/* One backfill with the counts of its runs by state. Returns 0 or SL_ENOENT. */
+int store_backfill_get(struct store *st, struct store_backfill *out, int64_t id, struct arena *mem);
+/* Cancels a running backfill: no new runs, its queued and running runs are asked to cancel
+ * (cancelling). *out_changed is false when it had already ended. Returns 0 or SL_ENOENT. */
+int store_backfill_cancel(struct store *st, bool *out_changed, int64_t id);
+/*
+ * Moves every running backfill on, each in a transaction of its own that locks it (FOR
+ * UPDATE SKIP LOCKED, so API replicas share the work and never double a run): while it
+ * has fewer than max_active_runs active runs, takes its next tick and creates a run of
+ * the DAG's current version at that logical time (trigger backfill, run_id
+ * "backfill__<time>__<id>") unless the reprocess rule skips it - none: any run of the DAG
+ * exists at that logical time; failed: one exists that did not fail or get cancelled;
+ * all: never skipped. A backfill whose ticks are all handled and whose runs all ended is
+ * completed. Sets *out_created (may be NULL) to the runs created. Idempotent.
+ */
+int store_backfills_advance(struct store *st, size_t *out_created);
+
+/* (label, state, count) rows for /metrics. */
+struct store_state_count {
+    const char *label; /* the DAG for runs, "" for steps */
+    const char *state;
+    int64_t n;
+};
+/* Runs by DAG and state. */
+int store_run_state_counts(struct store *st, struct store_state_count **out, size_t *out_n,
+                           struct arena *mem);
+/* Step instances by state. */
+int store_step_state_counts(struct store *st, struct store_state_count **out, size_t *out_n,
+                            struct arena *mem);
+/* The dispatch latency (started_at - queued_at) of every attempt that started, as
+ * cumulative counts per bound (seconds, ascending): out_counts[0..n_bounds] (the last is
+ * +Inf, the total), and their sum in seconds. */
+int store_dispatch_latency(struct store *st, uint64_t *out_counts, double *out_sum_s,
+                           const double *bounds_s, size_t n_bounds);
+
 /* --- names ---------------------------------------------------------------------------- */
 
 /* The names used in the database and the API ("queued", "up_for_retry", "manual"). */

@@ -14,7 +14,7 @@
 .DEFAULT_GOAL := all
 SHELL := /bin/bash
 
-PKGS       := libuv libpq hiredis libcurl libcjson yaml-0.1 libgit2 libcrypto
+PKGS       := libuv libpq hiredis libcurl libcjson yaml-0.1 libgit2 libcrypto zlib
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) check 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null)
@@ -107,12 +107,14 @@ demo: deps
 	bash scripts/demo.sh
 
 # Each bench/*.c is a program of its own (bench/README.md): bench_dsl parses DAGs,
-# bench_engine runs the whole engine on embedded servers, next to Celery.
+# bench_engine runs the whole engine on embedded servers, next to Celery; bench_s3 moves
+# 1 GiB through the S3 client and curl against s3rver.
 BENCH_BINS := $(patsubst bench/%.c,build/release/bench/%,$(BENCH_SRCS))
 bench: deps
 	@$(MAKE) --no-print-directory $(BENCH_BINS) bin/sluice
 	build/release/bench/bench_dsl
 	build/release/bench/bench_engine
+	build/release/bench/bench_s3
 
 build/release/bench/bench_engine: build/release/obj/bench/bench_engine.o \
 		build/release/obj/cli/embed.o build/release/libsluice.a

@@ -12,6 +12,7 @@ static const struct cli_command commands[] = {
     {"scheduler", cmd_scheduler, "run the scheduler (leader election, DAG sync, cron, runs)"},
     {"worker", cmd_worker, "run a worker: take steps off a queue and run them"},
     {"standalone", cmd_standalone, "run everything on this machine, servers included"},
+    {"artifact", cmd_artifact, "get and put step artifacts (used inside step pods)"},
 };
 
 static void usage(FILE *out)

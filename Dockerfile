@@ -12,7 +12,7 @@ RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         build-essential pkg-config check ca-certificates \
         libuv1-dev libpq-dev libhiredis-dev libcurl4-openssl-dev libcjson-dev libyaml-dev \
-        libgit2-dev libssl-dev libh2o-dev \
+        libgit2-dev libssl-dev libh2o-dev zlib1g-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -25,7 +25,7 @@ RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         ca-certificates \
         libuv1 libpq5 libhiredis0.14 libcurl4 libcjson1 libyaml-0-2 libgit2-1.5 libssl3 \
-        libh2o0.13 \
+        libh2o0.13 zlib1g \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 sluice \
     && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home \

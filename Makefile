@@ -15,7 +15,7 @@
 .DEFAULT_GOAL := all
 SHELL := /bin/bash
 
-PKGS       := libuv libpq hiredis libcurl libcjson yaml-0.1 libgit2 libcrypto
+PKGS       := libuv libpq hiredis libcurl libcjson yaml-0.1 libgit2 libcrypto zlib
 # the REST API (api/): h2o, the libuv build (Debian's libh2o-dev)
 PKGS       += libh2o
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) check 2>/dev/null)
@@ -114,7 +114,7 @@ demo: deps
 # Each bench/*.c is a program of its own (bench/README.md): bench_dsl parses DAGs,
 # bench_engine runs the whole engine on embedded servers, next to Celery; bench_git syncs
 # a repository of 1,000 DAG files next to `git fetch`; bench_api loads the REST API
-# with wrk.
+# with wrk; bench_s3 moves 1 GiB through the S3 client and curl against s3rver.
 BENCH_BINS := $(patsubst bench/%.c,build/release/bench/%,$(BENCH_SRCS))
 bench: deps
 	@$(MAKE) --no-print-directory $(BENCH_BINS) bin/sluice
@@ -122,6 +122,7 @@ bench: deps
 	build/release/bench/bench_engine
 	build/release/bench/bench_git
 	build/release/bench/bench_api
+	build/release/bench/bench_s3
 
 build/release/bench/bench_engine build/release/bench/bench_git: build/release/bench/%: \
 		build/release/obj/bench/%.o build/release/obj/cli/embed.o build/release/libsluice.a

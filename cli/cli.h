@@ -27,6 +27,8 @@ int cmd_scheduler(int argc, char **argv);
 int cmd_worker(int argc, char **argv);
 /* sluice standalone */
 int cmd_standalone(int argc, char **argv);
+/* sluice artifact get|put (cli/cmd_artifact.c) */
+int cmd_artifact(int argc, char **argv);
 /* sluice dag test (argv[0] is "test") */
 int cmd_dag_test(int argc, char **argv);
 

@@ -25,6 +25,7 @@
 #include "scheduler/engine.h"
 #include "scheduler/scheduler.h"
 #include "store/store.h"
+#include "worker/artifacts.h"
 #include "worker/worker.h"
 
 #include <cjson/cJSON.h>
@@ -73,6 +74,7 @@ struct stack {
     struct worker *worker;
     int *gpus;
     size_t n_gpus;
+    struct artifacts_repo *artifacts; /* artifacts.*; closed after the worker */
 };
 
 static void *sched_main(void *arg)
@@ -98,6 +100,8 @@ static void stack_stop(struct stack *k)
         worker_join(k->worker);
         k->worker = NULL;
     }
+    artifacts_close(k->artifacts);
+    k->artifacts = NULL;
     if (k->sched_running) {
         scheduler_request_stop(k->sched);
         pthread_join(k->sched_thread, NULL);
@@ -187,6 +191,16 @@ static int stack_start(struct stack *k, struct sl_config *c, const char *dags_di
         .stop_grace_ms = c->worker.stop_grace_ms,
         .retention_ms = c->worker.retention_ms,
     };
+    struct strbuf aerr = STRBUF_INIT;
+    if (artifacts_open(&k->artifacts, c, &aerr) < 0) {
+        fprintf(stderr, "error: configuration:\n%s", aerr.buf);
+        strbuf_release(&aerr);
+        k->artifacts = NULL;
+        stack_stop(k);
+        return SL_EINVAL;
+    }
+    strbuf_release(&aerr);
+    wo.artifacts = k->artifacts;
     if (worker_start(&k->worker, &wo) < 0) {
         fprintf(stderr, "error: the worker cannot start\n");
         k->worker = NULL;

@@ -27,6 +27,7 @@
 #include "common/duration.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "worker/artifacts.h"
 #include "worker/worker.h"
 
 #include <errno.h>
@@ -212,6 +213,17 @@ int cmd_worker(int argc, char **argv)
         rc = duration_flag(&o.heartbeat_interval_ms, "--heartbeat-interval", f.heartbeat);
     if (rc == 0)
         rc = duration_flag(&o.retention_ms, "--retention", f.retention);
+    /* the artifact repository (artifacts.*), open for the worker's whole life */
+    struct artifacts_repo *artifacts = NULL;
+    if (rc == 0) {
+        struct strbuf aerr = STRBUF_INIT;
+        if (artifacts_open(&artifacts, &c, &aerr) < 0) {
+            fprintf(stderr, "error: configuration:\n%s", aerr.buf);
+            rc = 2;
+        }
+        strbuf_release(&aerr);
+        o.artifacts = artifacts;
+    }
     if (rc) {
         free(gpus);
         sl_config_release(&c);
@@ -240,11 +252,13 @@ int cmd_worker(int argc, char **argv)
     sl_config_release(&c);
     if (rc < 0) {
         pthread_sigmask(SIG_SETMASK, &old, NULL);
+        artifacts_close(artifacts);
         fprintf(stderr, "error: the worker cannot start: %s\n", sl_strerror(rc));
         return rc == SL_EINVAL ? 2 : 1;
     }
     serve(w, &set);
     rc = worker_join(w);
+    artifacts_close(artifacts);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     return rc < 0 ? 1 : 0;
 }

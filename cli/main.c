@@ -26,6 +26,7 @@ static const struct cli_command commands[] = {
     {"backfill", cmd_client_backfill, "run a DAG over past dates (API)"},
     {"import-errors", cmd_client_import_errors, "DAG files that do not parse (API)"},
     {"token", cmd_client_token, "create, list and revoke API tokens (API)"},
+    {"artifact", cmd_artifact, "get and put step artifacts (used inside step pods)"},
 };
 
 static void usage(FILE *out)

@@ -79,6 +79,19 @@ static const struct key keys[] = {
     KEY("api.shutdown_grace", K_DURATION, api.shutdown_grace_ms, "10s"),
     KEY("api.token_cache_ttl", K_DURATION, api.token_cache_ttl_ms, "5s"),
     KEY("api.webhook_secret", K_STR, api.webhook_secret, NULL),
+    KEY("artifacts.repository", K_STR, artifacts.repository, "none"),
+    KEY("artifacts.prefix", K_STR, artifacts.prefix, ""),
+    KEY("artifacts.root", K_STR, artifacts.root, NULL),
+    KEY("artifacts.endpoint", K_STR, artifacts.endpoint, NULL),
+    KEY("artifacts.region", K_STR, artifacts.region, "us-east-1"),
+    KEY("artifacts.bucket", K_STR, artifacts.bucket, NULL),
+    KEY("artifacts.path_style", K_BOOL, artifacts.path_style, "false"),
+    KEY("artifacts.credentials_dir", K_STR, artifacts.credentials_dir, NULL),
+    KEY("artifacts.compression", K_STR, artifacts.compression, "gzip"),
+    KEY("artifacts.part_size_mb", K_INT, artifacts.part_size_mb, "16"),
+    KEY("artifacts.multipart_threshold_mb", K_INT, artifacts.multipart_threshold_mb, "64"),
+    KEY("artifacts.parallel_parts", K_INT, artifacts.parallel_parts, "4"),
+    KEY("artifacts.archive_logs", K_BOOL, artifacts.archive_logs, "false"),
 };
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 

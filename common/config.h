@@ -84,6 +84,24 @@ struct sl_config {
         int64_t token_cache_ttl_ms; /* a token's role is cached this long; 5 s */
         char *webhook_secret;       /* secret of POST /hooks/git; NULL: hook off */
     } api;
+
+    /* artifacts.*: where step artifacts live (worker/artifacts.h, docs/artifacts.md) */
+    struct {
+        char *repository;               /* "none", "s3" or "fs" */
+        char *prefix;                   /* key prefix; "" */
+        char *root;                     /* fs: the shared volume's mount path */
+        char *endpoint;                 /* s3: http(s)://host[:port] */
+        char *region;                   /* s3: "us-east-1" */
+        char *bucket;                   /* s3 */
+        bool path_style;                /* s3: endpoint/bucket/key; false: bucket.endpoint */
+        char *credentials_dir;          /* s3: access_key_id, secret_access_key, session_token
+                                         * files; NULL: AWS_* environment variables */
+        char *compression;              /* directory archives: "gzip" or "none" */
+        int64_t part_size_mb;           /* multipart part size; 16 */
+        int64_t multipart_threshold_mb; /* objects above it go multipart; 64 */
+        int64_t parallel_parts;         /* parts in flight; 4 */
+        bool archive_logs;              /* upload each finished step's log; false */
+    } artifacts;
 };
 
 /*

@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
     build-essential pkg-config git ca-certificates tzdata
     libuv1-dev libpq-dev libhiredis-dev libcurl4-openssl-dev libcjson-dev libyaml-dev
-    libgit2-dev check libssl-dev libsubunit-dev libh2o-dev
+    libgit2-dev check libssl-dev libsubunit-dev libh2o-dev zlib1g-dev
     postgresql postgresql-contrib redis-server redis-tools openssh-server
     python3 python3-sklearn python3-numpy python3-croniter python3-tz python3-dateutil
     python3-celery python3-redis python3-yaml

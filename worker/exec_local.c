@@ -29,14 +29,17 @@
  *              close callback
  */
 #include "worker/exec_local.h"
+#include "worker/artifacts.h"
 #include "worker/expand.h"
 #include "common/error.h"
+#include "common/log.h"
 #include "common/strbuf.h"
 #include "common/timeutil.h"
 #include "common/xalloc.h"
 
 #include <assert.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -100,6 +103,9 @@ struct exec_local {
     uint64_t kill_grace_ms;
     struct exec_param *params;
     size_t n_params;
+    struct artifacts_repo *artifacts; /* borrowed; NULL: none */
+    cJSON *artifact_spec;             /* {inputs, outputs, ids} when the spec has artifacts */
+    atomic_int stage_cancel;          /* set by exec_local_cancel(); read by staging */
 
     /* set by the prepare work */
     int log_fd; /* -1 if not open */
@@ -321,6 +327,20 @@ static void copy_spec(struct exec_local *e, const cJSON *spec)
         e->timeout_ms = (uint64_t)to->valuedouble;
     if (reason)
         exec_fail(e, failure, reason);
+    /* what staging needs, copied for the threadpool: inputs, outputs and the ids */
+    const cJSON *ins = cJSON_GetObjectItemCaseSensitive(spec, "inputs");
+    const cJSON *outs = cJSON_GetObjectItemCaseSensitive(spec, "outputs");
+    if (!e->reason && (cJSON_GetObjectItemCaseSensitive(ins, "artifacts") ||
+                       cJSON_GetObjectItemCaseSensitive(outs, "artifacts") || e->artifacts)) {
+        static const char *const keep[] = {"inputs", "outputs",   "dag",    "run_id",
+                                           "step",   "map_index", "attempt"};
+        e->artifact_spec = cJSON_CreateObject();
+        for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(spec, keep[i]);
+            if (v)
+                cJSON_AddItemToObject(e->artifact_spec, keep[i], cJSON_Duplicate(v, true));
+        }
+    }
 }
 
 static void copy_options(struct exec_local *e, const struct exec_local_options *opts)
@@ -329,6 +349,7 @@ static void copy_options(struct exec_local *e, const struct exec_local_options *
     struct strbuf gpus = STRBUF_INIT;
 
     e->log_path = xstrdup(opts->log_path);
+    e->artifacts = opts->artifacts;
     e->secrets_dir = opts->secrets_dir ? xstrdup(opts->secrets_dir) : NULL;
     e->cwd = opts->default_workdir ? xstrdup(opts->default_workdir) : NULL;
     e->kill_grace_ms = opts->kill_grace_ms ? opts->kill_grace_ms : EXEC_LOCAL_DEFAULT_KILL_GRACE_MS;
@@ -511,6 +532,47 @@ static char *build_envp(struct exec_local *e)
     return reason;
 }
 
+/* The failure kind of a staging failure. */
+static enum exec_failure staging_failure(enum artifacts_blame blame)
+{
+    switch (blame) {
+    case ARTIFACTS_BLAME_STEP:
+        return EXEC_FAIL_STEP;
+    case ARTIFACTS_BLAME_TRANSIENT:
+        return EXEC_FAIL_TRANSIENT;
+    case ARTIFACTS_BLAME_ERROR:
+        break;
+    }
+    return EXEC_FAIL_ERROR;
+}
+
+/* Inputs into the working directory, before the spawn (threadpool). */
+static void stage_inputs(struct exec_local *e)
+{
+    if (!e->artifact_spec)
+        return;
+    struct strbuf err = STRBUF_INIT;
+    enum artifacts_blame blame = ARTIFACTS_BLAME_ERROR;
+    if (artifacts_stage_in(e->artifacts, e->artifact_spec, e->cwd, e->log_fd, &e->stage_cancel,
+                           &blame, &err) < 0)
+        exec_fail(e, atomic_load(&e->stage_cancel) ? EXEC_FAIL_CANCELLED : staging_failure(blame),
+                  atomic_load(&e->stage_cancel) ? xstrdup("cancelled") : xstrdup(err.buf));
+    strbuf_release(&err);
+}
+
+/* Declared outputs into the repository, after exit 0 (threadpool). */
+static void stage_outputs(struct exec_local *e)
+{
+    if (!e->artifact_spec)
+        return;
+    struct strbuf err = STRBUF_INIT;
+    enum artifacts_blame blame = ARTIFACTS_BLAME_ERROR;
+    if (artifacts_stage_out(e->artifacts, e->artifact_spec, e->cwd, e->log_fd, NULL, &blame, &err) <
+        0)
+        exec_fail(e, staging_failure(blame), xstrdup(err.buf));
+    strbuf_release(&err);
+}
+
 static void on_prepare_work(uv_work_t *req)
 {
     struct exec_local *e = req->data;
@@ -534,6 +596,8 @@ static void on_prepare_work(uv_work_t *req)
             expand_spec(e); /* so the header shows the argv and cwd the child gets */
     }
     write_header(e);
+    if (!e->reason)
+        stage_inputs(e);
 }
 
 /* --- Threadpool work: finish ------------------------------------------------------ */
@@ -604,10 +668,27 @@ static void on_finish_work(uv_work_t *req)
 
     if (!e->reason)
         read_outputs(e);
+    if (!e->reason) {
+        stage_outputs(e);
+        if (e->reason) {
+            /* all or nothing, as for output params */
+            cJSON_Delete(e->outputs);
+            e->outputs = cJSON_CreateObject();
+        }
+    }
     if (e->log_fd >= 0) {
         write_trailer(e);
         close(e->log_fd);
         e->log_fd = -1;
+        /* the finished log next to the artifacts, when configured; a failure here does
+         * not change the step's outcome */
+        if (e->artifact_spec && artifacts_archive_logs(e->artifacts)) {
+            struct strbuf err = STRBUF_INIT;
+            if (artifacts_put_log(e->artifacts, e->artifact_spec, e->log_path, &err) < 0)
+                sl_warn("exec_local", "attempt \"%s\": cannot archive the log: %s", e->attempt_id,
+                        err.buf);
+            strbuf_release(&err);
+        }
     }
 }
 
@@ -650,6 +731,7 @@ static void exec_free(struct exec_local *e)
     free(e->gpus);
     free(e->reason);
     cJSON_Delete(e->outputs);
+    cJSON_Delete(e->artifact_spec);
     free(e);
 }
 
@@ -838,7 +920,8 @@ void exec_local_cancel(struct exec_local *e)
 {
     switch (e->state) {
     case EXEC_PREPARING:
-        e->stop = EXEC_STOP_CANCEL; /* on_prepare_done() will not spawn */
+        e->stop = EXEC_STOP_CANCEL;        /* on_prepare_done() will not spawn */
+        atomic_store(&e->stage_cancel, 1); /* and an input transfer stops */
         break;
     case EXEC_RUNNING:
         e->stop = EXEC_STOP_CANCEL;

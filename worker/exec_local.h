@@ -72,6 +72,9 @@ struct exec_local_options {
     const char *const *extra_env; /* "NAME=value" from the worker (SLUICE_RUN_DIR, ...), set
                                    * after PATH, HOME, LANG, TZ and before spec.env */
     size_t n_extra_env;
+    struct artifacts_repo *artifacts; /* borrowed, outlives the attempt; NULL: none. Inputs
+                                       * are staged before the spawn, declared outputs
+                                       * stored after exit 0 (worker/artifacts.h) */
 };
 
 struct exec_local_result {
@@ -86,6 +89,7 @@ struct exec_local_result {
 };
 
 struct exec_local;
+struct artifacts_repo;
 
 /* Called once per started executor, on the loop thread. result and everything it
  * points to is freed when the callback returns, except that the callback may take

@@ -479,6 +479,7 @@ static void on_prep_done(uv_work_t *req, int status)
     struct exec_local_options o = {
         .log_path = j->log_path,
         .secrets_dir = w->secrets_dir,
+        .artifacts = w->artifacts,
         .default_workdir = j->attempt_dir,
         .gpus = j->gpu_ids,
         .n_gpus = j->n_gpus,
@@ -1125,6 +1126,7 @@ static int configure(struct worker *w, const struct worker_options *o)
     w->log_root = absolute(o->log_root ? o->log_root : ".sluice/logs/steps");
     w->work_root = absolute(o->work_root ? o->work_root : ".sluice/work");
     w->secrets_dir = o->secrets_dir ? absolute(o->secrets_dir) : NULL;
+    w->artifacts = o->artifacts;
     if (!w->log_root || !w->work_root || (o->secrets_dir && !w->secrets_dir)) {
         sl_error(WORKER_LOG, "cannot make the directories absolute: %s", strerror(errno));
         return SL_EINVAL;

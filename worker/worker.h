@@ -92,9 +92,14 @@ struct worker_options {
     int64_t retention_ms;          /* run directories unchanged this long are removed; 0: 7 d */
     int64_t sweep_interval_ms;     /* how often they are looked for; 0: retention / 4, at most
                                     * 1 h */
+
+    /* local: the artifact repository (worker/artifacts.h); borrowed, it must outlive
+     * worker_join(); NULL: none */
+    struct artifacts_repo *artifacts;
 };
 
 struct worker;
+struct artifacts_repo;
 
 /*
  * Validates o, connects to Redis (three connections: reading steps, reading cancels,

@@ -88,6 +88,7 @@ struct worker {
     char *log_root, *work_root, *secrets_dir; /* absolute */
     int64_t kill_grace_ms, visibility_ms, heartbeat_ms, stop_grace_ms, retention_ms, sweep_ms,
         takeover_ms;
+    struct artifacts_repo *artifacts; /* borrowed from the options; NULL: none */
 
     /* --- threads and their connections --------------------------------------------- */
     uv_thread_t loop_thread, reader_thread, cancel_thread, publisher_thread;

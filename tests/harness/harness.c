@@ -273,7 +273,7 @@ static int chown_to_server(const char *path)
 
 /* --- the registry of what this process tree started ------------------------------------ */
 
-enum reg_kind { REG_DIR, REG_PG, REG_REDIS, REG_GIT };
+enum reg_kind { REG_DIR, REG_PG, REG_REDIS, REG_GIT, REG_S3 };
 
 static struct reg_entry {
     int used;
@@ -289,7 +289,7 @@ static pid_t atexit_pid;      /* who registered on_exit(); inherited by forked c
 
 static const char *kind_name(enum reg_kind k)
 {
-    static const char *const names[] = {"dir", "postgres", "redis", "git-daemon"};
+    static const char *const names[] = {"dir", "postgres", "redis", "git-daemon", "s3rver"};
     return names[k];
 }
 
@@ -1850,4 +1850,102 @@ int harness_git_push(const char *worktree, int force)
 {
     return harness_git_run(NULL, worktree, "push", "-q", force ? "--force" : "--no-force", "origin",
                            "HEAD:refs/heads/main", NULL);
+}
+
+/* --- S3 (s3rver) ------------------------------------------------------------------------- */
+
+static int s3_is_ready(const void *ctx)
+{
+    const struct harness_s3 *s = ctx;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return 0;
+    struct sockaddr_in sa = {0};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)s->port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int ok = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+    close(fd);
+    return ok;
+}
+
+static char **s3_build_argv(void *ctx, int port)
+{
+    const struct harness_s3 *s = ctx;
+    char *bin = harness_which("s3rver");
+    char **argv = xcalloc(16, sizeof(*argv));
+    int i = 0;
+    argv[i++] = bin ? bin : xstrdup("/usr/bin/s3rver");
+    argv[i++] = xstrdup("--directory");
+    argv[i++] = xstrdup(s->data_dir);
+    argv[i++] = xstrdup("--address");
+    argv[i++] = xstrdup(HARNESS_LOOPBACK);
+    argv[i++] = xstrdup("--port");
+    argv[i++] = xasprintf("%d", port);
+    argv[i++] = xstrdup("--no-vhost-buckets");
+    argv[i++] = xstrdup("--configure-bucket");
+    argv[i++] = xstrdup(s->bucket);
+    return argv;
+}
+
+static void s3_free(struct harness_s3 *s)
+{
+    free(s->dir);
+    free(s->data_dir);
+    free(s->log_path);
+    free(s->endpoint);
+    free(s->bucket);
+    memset(s, 0, sizeof(*s));
+}
+
+int harness_s3_start(struct harness_s3 *s, const char *bucket)
+{
+    struct harness_s3 t = {0};
+    char *bin = harness_which("s3rver");
+    int found = bin != NULL;
+    free(bin);
+    if (!found) {
+        fprintf(stderr, "harness: \"s3rver\" not found on PATH (make deps installs it)\n");
+        memset(s, 0, sizeof(*s));
+        return SL_ENOENT;
+    }
+    harness_init();
+    int result = make_private_dir(&t.dir, &t.slot, REG_S3, "s3");
+    if (result < 0)
+        goto cleanup;
+    t.data_dir = xasprintf("%s/data", t.dir);
+    t.log_path = xasprintf("%s/s3rver.log", t.dir);
+    t.bucket = xstrdup(bucket && *bucket ? bucket : HARNESS_S3_BUCKET);
+    if (mkdir(t.data_dir, 0755) < 0) {
+        result = SL_EIO;
+        goto cleanup;
+    }
+    struct server_def def = {.what = "s3rver",
+                             .kind = REG_S3,
+                             .stop_signal = SIGTERM,
+                             .build_argv = s3_build_argv,
+                             .is_ready = s3_is_ready,
+                             .ctx = &t,
+                             .env = server_env,
+                             .cwd = t.dir,
+                             .log_path = t.log_path};
+    result = start_server(&t.pid, &t.port, t.slot, &def, 0);
+    if (result < 0)
+        goto cleanup;
+    t.endpoint = xasprintf("http://" HARNESS_LOOPBACK ":%d", t.port);
+    *s = t;
+    return 0;
+cleanup:
+    discard_private_dir(t.slot);
+    s3_free(&t);
+    memset(s, 0, sizeof(*s));
+    return result;
+}
+
+int harness_s3_stop(struct harness_s3 *s)
+{
+    int result = stop_entry("s3rver", REG_S3, s->slot, s->pid);
+    if (result == 0)
+        s3_free(s);
+    return result;
 }

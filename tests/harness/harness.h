@@ -206,6 +206,32 @@ int harness_git_commit(char **out_sha, const char *worktree, const char *message
  * or SL_EIO. */
 int harness_git_push(const char *worktree, int force);
 
+/* --- S3 (s3rver) ------------------------------------------------------------------------ */
+
+/* s3rver's fixed credentials: it checks every request's Signature V4 against them. */
+#define HARNESS_S3_ACCESS_KEY "S3RVER"
+#define HARNESS_S3_SECRET_KEY "S3RVER"
+#define HARNESS_S3_REGION     "us-east-1"
+#define HARNESS_S3_BUCKET     "sluice-test" /* created at start when no other is named */
+
+struct harness_s3 {
+    char *dir;      /* public: private temp dir */
+    char *data_dir; /* public: where s3rver keeps buckets and objects */
+    char *log_path; /* public: s3rver's output */
+    char *endpoint; /* public: "http://127.0.0.1:<port>" (path-style addressing) */
+    char *bucket;   /* public: the bucket created at start */
+    int port;       /* public: TCP port on 127.0.0.1 */
+    pid_t pid;      /* public: s3rver (node), leader of its process group; 0 if stopped */
+    int slot;       /* private: index + 1 in the cleanup registry */
+};
+
+/* Starts s3rver (the npm package, installed by make deps) on 127.0.0.1 with an empty
+ * bucket (bucket, or HARNESS_S3_BUCKET when NULL). Ready when the port accepts
+ * connections. Returns 0, SL_ENOENT if s3rver is not on PATH, or another error. */
+int harness_s3_start(struct harness_s3 *s, const char *bucket);
+/* Stops it (SIGTERM, SIGKILL after 10 s), removes s->dir and zeroes *s. */
+int harness_s3_stop(struct harness_s3 *s);
+
 /* --- Whole-process helpers ------------------------------------------------------------ */
 
 /* Stops every server, and removes every directory, that this process owns. Runs at exit

@@ -129,6 +129,48 @@ static void add_label_value(struct strbuf *out, const char *s)
     }
 }
 
+/* The scheduler's last DAG sync ("dags_sync", written by scheduler/dagsync.c). */
+static void sync_metrics(struct strbuf *out, const char *json)
+{
+    cJSON *s = cJSON_Parse(json);
+    if (!s)
+        return;
+    const cJSON *ok = cJSON_GetObjectItemCaseSensitive(s, "ok");
+    const cJSON *failures = cJSON_GetObjectItemCaseSensitive(s, "failures");
+    const cJSON *last_ok = cJSON_GetObjectItemCaseSensitive(s, "last_ok_ms");
+    const cJSON *duration = cJSON_GetObjectItemCaseSensitive(s, "duration_ms");
+    const cJSON *invalid = cJSON_GetObjectItemCaseSensitive(s, "invalid");
+    strbuf_addf(out,
+                "# HELP sluice_dags_sync_ok Whether the scheduler's last DAG sync succeeded.\n"
+                "# TYPE sluice_dags_sync_ok gauge\n"
+                "sluice_dags_sync_ok %d\n"
+                "# HELP sluice_dags_sync_failures DAG syncs failed in a row.\n"
+                "# TYPE sluice_dags_sync_failures gauge\n"
+                "sluice_dags_sync_failures %d\n",
+                cJSON_IsTrue(ok) ? 1 : 0, cJSON_IsNumber(failures) ? failures->valueint : 0);
+    if (cJSON_IsNumber(last_ok))
+        strbuf_addf(out,
+                    "# HELP sluice_dags_sync_last_success_timestamp_seconds When the last DAG "
+                    "sync succeeded.\n"
+                    "# TYPE sluice_dags_sync_last_success_timestamp_seconds gauge\n"
+                    "sluice_dags_sync_last_success_timestamp_seconds %.3f\n",
+                    last_ok->valuedouble / 1000.0);
+    if (cJSON_IsNumber(duration))
+        strbuf_addf(out,
+                    "# HELP sluice_dags_sync_duration_seconds Duration of the last DAG sync.\n"
+                    "# TYPE sluice_dags_sync_duration_seconds gauge\n"
+                    "sluice_dags_sync_duration_seconds %.3f\n",
+                    duration->valuedouble / 1000.0);
+    if (cJSON_IsNumber(invalid))
+        strbuf_addf(out,
+                    "# HELP sluice_dags_import_errors DAG files that failed to parse at the last "
+                    "successful sync.\n"
+                    "# TYPE sluice_dags_import_errors gauge\n"
+                    "sluice_dags_import_errors %d\n",
+                    invalid->valueint);
+    cJSON_Delete(s);
+}
+
 static void queue_metrics(struct api_ctx *c, struct strbuf *out)
 {
     char why[200];
@@ -266,6 +308,8 @@ void api_h_metrics(struct api_ctx *c, struct api_req *rq, struct api_resp *rs)
                         loop_max->valuedouble / 1000.0);
         cJSON_Delete(beat);
     }
+    if (db_ok && store_state_get(c->st, &json, &updated, "dags_sync", &rq->mem) == 0)
+        sync_metrics(out, json);
     queue_metrics(c, out);
     api_server_metrics(c->srv, out);
     rs->status = 200;

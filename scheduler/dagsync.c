@@ -34,6 +34,8 @@ struct dagsync {
     int failures;
     bool requested;
     char *last_commit;
+    int64_t last_ok_ms;  /* when the last successful sync ended; 0: none yet */
+    size_t last_invalid; /* import errors at the last successful sync */
 
     /* the fetch thread; everything below under mu */
     pthread_t thread;
@@ -181,9 +183,11 @@ static void publish(struct dagsync *ds, struct store *st, int64_t started, int64
         strbuf_addstr(&j, "null");
     strbuf_addf(&j, ", \"at_ms\": %lld, \"duration_ms\": %lld, \"failures\": %d", (long long)now,
                 (long long)(now - started), ds->failures);
+    if (ds->last_ok_ms)
+        strbuf_addf(&j, ", \"last_ok_ms\": %lld, \"invalid\": %zu", (long long)ds->last_ok_ms,
+                    ds->last_invalid);
     if (rep)
-        strbuf_addf(&j, ", \"files\": %zu, \"parsed\": %zu, \"invalid\": %zu", rep->files,
-                    rep->parsed, rep->invalid);
+        strbuf_addf(&j, ", \"files\": %zu, \"parsed\": %zu", rep->files, rep->parsed);
     strbuf_addstr(&j, ", \"error\": ");
     if (error)
         strbuf_add_json_string(&j, error);
@@ -229,7 +233,9 @@ static int apply(struct dagsync *ds, struct store *st, const struct registry_sna
         free(ds->last_commit);
         ds->last_commit = xstrdup(snap->commit_sha);
     }
-    publish(ds, st, started, sl_wall_ms(), &rep, ds->last_commit, NULL);
+    ds->last_ok_ms = sl_wall_ms();
+    ds->last_invalid = rep.invalid;
+    publish(ds, st, started, ds->last_ok_ms, &rep, ds->last_commit, NULL);
     if (ds->git)
         dagsync_gc(ds, st);
     return rep.changed || rep.deactivated ? 1 : 0;

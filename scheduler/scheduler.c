@@ -100,6 +100,7 @@ struct scheduler {
     bool reconcile_all_queued; /* after a restore: re-send every missing message */
 
     int64_t next_sync, next_tick, next_poll, next_reconcile;
+    double loop_last_ms, loop_max_ms; /* iteration times, less the wait for events */
 };
 
 static void sleep_ms(int64_t ms)
@@ -1272,7 +1273,9 @@ static void publish_heartbeat(struct scheduler *s, int64_t now)
     struct strbuf j = STRBUF_INIT;
     strbuf_addstr(&j, "{\"id\": ");
     strbuf_add_json_string(&j, s->o.id);
-    strbuf_addf(&j, ", \"at_ms\": %lld, \"runs\": %zu}", (long long)now, s->n_runs);
+    strbuf_addf(&j, ", \"at_ms\": %lld, \"runs\": %zu, \"loop_ms\": %.3f, \"loop_max_ms\": %.3f}",
+                (long long)now, s->n_runs, s->loop_last_ms, s->loop_max_ms);
+    s->loop_max_ms = 0;
     if (store_state_put(s->st, "scheduler", j.buf) < 0)
         sl_debug(COMP, "heartbeat not written: %s", store_errmsg(s->st));
     strbuf_release(&j);
@@ -1384,8 +1387,16 @@ static bool has_work(const struct scheduler *s)
     return !batch_empty(s);
 }
 
+static double mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
 static int iterate(struct scheduler *s)
 {
+    double t0 = mono_ms();
     int64_t now = sl_wall_ms();
     if ((s->dags_root || s->o.git.url) && !s->o.no_sync && now >= s->next_sync)
         sync_dags(s, now);
@@ -1402,7 +1413,9 @@ static int iterate(struct scheduler *s)
     if (wait < 0)
         wait = 0;
     struct queue_batch b = QUEUE_BATCH_INIT;
+    double wait_from = mono_ms();
     int rc = queue_read_events(&b, s->q, s->o.id, s->o.batch_size, (int)wait);
+    double waited = b.n ? 0 : mono_ms() - wait_from; /* an empty read is idle time */
     if (rc == 0) {
         now = sl_wall_ms();
         for (size_t i = 0; i < b.n; i++) {
@@ -1439,6 +1452,9 @@ static int iterate(struct scheduler *s)
                 lose_leadership(s, "restore failed");
         }
     }
+    s->loop_last_ms = mono_ms() - t0 - waited;
+    if (s->loop_last_ms > s->loop_max_ms)
+        s->loop_max_ms = s->loop_last_ms;
     return 0;
 }
 

@@ -424,12 +424,15 @@ int store_commits_in_use(struct store *st, const char ***out, size_t *out_n, str
 /*
  * Named JSON documents that one process publishes and others read, one row per key,
  * replaced whole. The keys in use:
- *   "dags_sync"          the scheduler's last DAG sync: {"ok", "source", "commit", "at_ms",
- *                        "duration_ms", "error", "failures", "next_ms"} (docs/git.md)
+ *   "dags_sync"          the scheduler's last DAG sync: {"ok", "source", "commit" (the last
+ *                        synced), "at_ms", "duration_ms", "failures" (in a row), "error",
+ *                        "last_ok_ms", "invalid" (import errors then), "files", "parsed",
+ *                        "next_ms"} (docs/git.md)
  *   "dags_sync_request"  a request to sync now (API push webhook, `sluice dags sync`):
  *                        {"by": "..."}; the scheduler syncs when its updated_at is newer
  *                        than its last sync's start
- *   "scheduler"          the leader's heartbeat: {"id", "at_ms"}
+ *   "scheduler"          the leader's heartbeat: {"id", "at_ms", "runs", "loop_ms" (the last
+ *                        loop iteration), "loop_max_ms" (the longest since the last beat)}
  */
 int store_state_put(struct store *st, const char *key, const char *json);
 /* Sets *out_json (in mem) and *out_updated_ms (may be NULL); SL_ENOENT if the key has no

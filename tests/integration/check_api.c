@@ -1216,8 +1216,18 @@ START_TEST(test_metrics_and_openapi)
     reply_free(&r);
     r = http("GET", "/api/v1/dags/iris/runs/m1", NULL, f.viewer);
     reply_free(&r);
+    /* the scheduler's last DAG sync failed twice in a row after a good one */
+    CK_STORE_OK(f.st, store_state_put(f.st, "dags_sync",
+                                      "{\"ok\": false, \"failures\": 2, \"duration_ms\": 1500, "
+                                      "\"last_ok_ms\": 1795000000000, \"invalid\": 3}"));
     r = http("GET", "/api/v1/metrics", NULL, NULL);
     CK_STATUS(r, 200);
+    ck_assert_ptr_nonnull(strstr(r.body, "sluice_dags_sync_ok 0\n"));
+    ck_assert_ptr_nonnull(strstr(r.body, "sluice_dags_sync_failures 2\n"));
+    ck_assert_ptr_nonnull(
+        strstr(r.body, "sluice_dags_sync_last_success_timestamp_seconds 1795000000.000\n"));
+    ck_assert_ptr_nonnull(strstr(r.body, "sluice_dags_sync_duration_seconds 1.500\n"));
+    ck_assert_ptr_nonnull(strstr(r.body, "sluice_dags_import_errors 3\n"));
     ck_assert_ptr_nonnull(strstr(r.content_type, "text/plain"));
     ck_assert_ptr_nonnull(strstr(r.body, "sluice_runs{dag=\"iris\",state=\"queued\"} 1\n"));
     ck_assert_ptr_nonnull(strstr(r.body, "sluice_queue_depth{queue=\"default\"}"));

@@ -338,6 +338,8 @@ START_TEST(test_failed_syncs_keep_everything)
     const char *error = cJSON_GetObjectItem(s, "error")->valuestring;
     ck_assert_msg(strstr(error, "cannot reach"), "%s", error);
     ck_assert_str_eq(cJSON_GetObjectItem(s, "commit")->valuestring, c1);
+    ck_assert_double_gt(cJSON_GetObjectItem(s, "last_ok_ms")->valuedouble, 0);
+    ck_assert_int_eq(cJSON_GetObjectItem(s, "invalid")->valueint, 0);
     cJSON_Delete(s);
     struct store_dag d;
     CK_STORE_OK(f.st, store_dag_get(f.st, &d, "pipe", &f.mem));

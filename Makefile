@@ -113,6 +113,7 @@ bench: deps
 	@$(MAKE) --no-print-directory $(BENCH_BINS) bin/sluice
 	build/release/bench/bench_dsl
 	build/release/bench/bench_engine
+	build/release/bench/bench_kube
 
 build/release/bench/bench_engine: build/release/obj/bench/bench_engine.o \
 		build/release/obj/cli/embed.o build/release/libsluice.a

@@ -25,6 +25,7 @@
 #include "scheduler/engine.h"
 #include "scheduler/scheduler.h"
 #include "store/store.h"
+#include "worker/kube.h"
 #include "worker/worker.h"
 
 #include <cjson/cJSON.h>
@@ -180,6 +181,14 @@ static int stack_start(struct stack *k, struct sl_config *c, const char *dags_di
         .stop_grace_ms = c->worker.stop_grace_ms,
         .retention_ms = c->worker.retention_ms,
     };
+    struct kube_options ko;
+    if (ex == WORKER_EXEC_KUBERNETES) {
+        if (cli_kube_options(&ko, c) != 0) {
+            stack_stop(k);
+            return SL_EINVAL;
+        }
+        wo.kube = &ko;
+    }
     if (worker_start(&k->worker, &wo) < 0) {
         fprintf(stderr, "error: the worker cannot start\n");
         k->worker = NULL;

@@ -12,6 +12,7 @@ static const struct cli_command commands[] = {
     {"scheduler", cmd_scheduler, "run the scheduler (leader election, DAG sync, cron, runs)"},
     {"worker", cmd_worker, "run a worker: take steps off a queue and run them"},
     {"standalone", cmd_standalone, "run everything on this machine, servers included"},
+    {"pod", cmd_pod, "inside a step's pod: install the helper, run the step (kubernetes)"},
 };
 
 static void usage(FILE *out)

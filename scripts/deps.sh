@@ -12,6 +12,7 @@ packages=(
     python3-celery python3-redis python3-yaml
     clang clang-format clang-tidy cppcheck bear libclang-rt-14-dev
     hyperfine
+    openssl
 )
 
 missing=()

@@ -123,6 +123,7 @@ bench: deps
 	build/release/bench/bench_git
 	build/release/bench/bench_api
 	build/release/bench/bench_s3
+	build/release/bench/bench_kube
 
 build/release/bench/bench_engine build/release/bench/bench_git: build/release/bench/%: \
 		build/release/obj/bench/%.o build/release/obj/cli/embed.o build/release/libsluice.a

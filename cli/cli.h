@@ -29,6 +29,13 @@ int cmd_worker(int argc, char **argv);
 int cmd_standalone(int argc, char **argv);
 /* sluice artifact get|put (cli/cmd_artifact.c) */
 int cmd_artifact(int argc, char **argv);
+/* sluice pod install|exec: the kubernetes executor's pod-side helper */
+int cmd_pod(int argc, char **argv);
+struct kube_options;
+struct sl_config;
+/* The kubernetes.* keys of c as the executor's options (strings point into c). Returns 0,
+ * or 2 after printing what is wrong. */
+int cli_kube_options(struct kube_options *ko, const struct sl_config *c);
 /* sluice dag test (argv[0] is "test") */
 int cmd_dag_test(int argc, char **argv);
 

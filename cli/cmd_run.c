@@ -26,6 +26,7 @@
 #include "scheduler/scheduler.h"
 #include "store/store.h"
 #include "worker/artifacts.h"
+#include "worker/kube.h"
 #include "worker/worker.h"
 
 #include <cjson/cJSON.h>
@@ -201,6 +202,14 @@ static int stack_start(struct stack *k, struct sl_config *c, const char *dags_di
     }
     strbuf_release(&aerr);
     wo.artifacts = k->artifacts;
+    struct kube_options ko;
+    if (ex == WORKER_EXEC_KUBERNETES) {
+        if (cli_kube_options(&ko, c) != 0) {
+            stack_stop(k);
+            return SL_EINVAL;
+        }
+        wo.kube = &ko;
+    }
     if (worker_start(&k->worker, &wo) < 0) {
         fprintf(stderr, "error: the worker cannot start\n");
         k->worker = NULL;

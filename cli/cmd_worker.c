@@ -1,7 +1,7 @@
 /*
  * cli/cmd_worker.c - sluice worker: the worker daemon in the foreground.
  *
- *   sluice worker [--config FILE] [--queue Q] [--slots N] [--executor local|noop]
+ *   sluice worker [--config FILE] [--queue Q] [--slots N] [--executor local|noop|kubernetes]
  *                 [--redis-url URL] [--log-root DIR] [--work-root DIR] [--secrets-dir DIR]
  *                 [--gpus 0,1] [--id ID] [--visibility-timeout D] [--stop-grace D]
  *                 [--kill-grace D] [--heartbeat-interval D] [--retention D]
@@ -28,6 +28,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "worker/artifacts.h"
+#include "worker/kube.h"
 #include "worker/worker.h"
 
 #include <errno.h>
@@ -44,7 +45,7 @@ static void worker_usage(FILE *out)
 {
     fprintf(out,
             "usage: sluice worker [--config FILE] [--queue Q] [--slots N] "
-            "[--executor local|noop]\n"
+            "[--executor local|noop|kubernetes]\n"
             "                     [--redis-url URL] [--log-root DIR] [--work-root DIR]\n"
             "                     [--secrets-dir DIR] [--gpus 0,1] [--id ID]\n"
             "                     [--visibility-timeout D] [--stop-grace D] [--kill-grace D]\n"
@@ -124,6 +125,51 @@ static int duration_flag(int64_t *out, const char *name, const char *v)
     return 0;
 }
 
+int cli_kube_options(struct kube_options *ko, const struct sl_config *c)
+{
+    memset(ko, 0, sizeof(*ko));
+    ko->kubeconfig = c->kubernetes.kubeconfig;
+    ko->context = c->kubernetes.context;
+    ko->namespace_ = c->kubernetes.namespace_;
+    ko->qps = (double)c->kubernetes.qps;
+    ko->burst = (int)c->kubernetes.burst;
+    ko->default_image = c->kubernetes.default_image;
+    ko->image_pull_policy = c->kubernetes.image_pull_policy;
+    ko->service_account = c->kubernetes.service_account;
+    ko->image_pull_secrets = c->kubernetes.image_pull_secrets;
+    ko->gpu_resource = c->kubernetes.gpu_resource;
+    ko->node_selector = c->kubernetes.node_selector;
+    ko->tolerations = c->kubernetes.tolerations;
+    ko->run_as_non_root = c->kubernetes.run_as_non_root;
+    ko->run_as_user = c->kubernetes.run_as_user;
+    ko->sluice_image = c->kubernetes.sluice_image;
+    ko->sluice_path = c->kubernetes.sluice_path;
+    ko->work_claim = c->kubernetes.work_claim;
+    ko->work_mount = c->kubernetes.work_mount;
+    ko->dags_claim = c->kubernetes.dags_claim;
+    ko->dags_mount = c->kubernetes.dags_mount;
+    ko->pending_timeout_ms = c->kubernetes.pending_timeout_ms;
+    ko->image_pull_grace_ms = c->kubernetes.image_pull_grace_ms;
+    ko->keep_failed_ms = c->kubernetes.keep_failed_ms;
+    ko->delete_grace_ms = c->kubernetes.delete_grace_ms;
+    const char *h = c->kubernetes.helper ? c->kubernetes.helper : "init";
+    if (!strcmp(h, "init")) {
+        ko->helper = KUBE_HELPER_INIT;
+    } else if (!strcmp(h, "image")) {
+        ko->helper = KUBE_HELPER_IMAGE;
+    } else if (!strcmp(h, "none")) {
+        ko->helper = KUBE_HELPER_NONE;
+    } else {
+        fprintf(stderr, "error: kubernetes.helper must be init, image or none, not '%s'\n", h);
+        return 2;
+    }
+    if (c->kubernetes.qps < 1 || c->kubernetes.burst < 1) {
+        fprintf(stderr, "error: kubernetes.qps and kubernetes.burst must be at least 1\n");
+        return 2;
+    }
+    return 0;
+}
+
 /* Waits for SIGINT/SIGTERM (blocked) while the worker runs; stops it on each. */
 static void serve(struct worker *w, const sigset_t *set)
 {
@@ -172,7 +218,7 @@ int cmd_worker(int argc, char **argv)
         fprintf(stderr, "error: no Redis: pass --redis-url or set SLUICE_REDIS_URL\n");
         rc = 2;
     } else if (worker_executor_parse(&o.executor, c.worker.executor) < 0) {
-        fprintf(stderr, "error: the executor must be 'local' or 'noop', not '%s'\n",
+        fprintf(stderr, "error: the executor must be 'local', 'noop' or 'kubernetes', not '%s'\n",
                 c.worker.executor);
         rc = 2;
     } else if (worker_parse_gpus(&gpus, &n_gpus, c.worker.gpus) < 0) {
@@ -238,6 +284,17 @@ int cmd_worker(int argc, char **argv)
     o.log_root = c.log_root;
     o.work_root = c.work_root;
     o.secrets_dir = c.secrets_dir;
+    struct kube_options ko;
+    if (o.executor == WORKER_EXEC_KUBERNETES) {
+        rc = cli_kube_options(&ko, &c);
+        if (rc) {
+            artifacts_close(artifacts);
+            free(gpus);
+            sl_config_release(&c);
+            return rc;
+        }
+        o.kube = &ko;
+    }
 
     /* Blocked before the worker's threads exist, so they inherit the mask and the signals
      * wait for sigtimedwait() in this thread. */

@@ -27,6 +27,7 @@ static const struct cli_command commands[] = {
     {"import-errors", cmd_client_import_errors, "DAG files that do not parse (API)"},
     {"token", cmd_client_token, "create, list and revoke API tokens (API)"},
     {"artifact", cmd_artifact, "get and put step artifacts (used inside step pods)"},
+    {"pod", cmd_pod, "inside a step's pod: install the helper, run the step (kubernetes)"},
 };
 
 static void usage(FILE *out)

@@ -102,6 +102,32 @@ struct sl_config {
         int64_t parallel_parts;         /* parts in flight; 4 */
         bool archive_logs;              /* upload each finished step's log; false */
     } artifacts;
+
+    /* kubernetes.*: the kubernetes executor (docs/kubernetes.md); "" means unset */
+    struct {
+        char *kubeconfig;              /* a kubeconfig file; "": in-cluster, $KUBECONFIG, ~/.kube */
+        char *context;                 /* "": the current context */
+        char *namespace_;              /* "": the context's or service account's, else default */
+        int64_t qps, burst;            /* client-side rate limit: 50, 100 */
+        char *default_image;           /* for steps without an image */
+        char *image_pull_policy;       /* "": the cluster's default */
+        char *service_account;         /* "": none (no token mounted) */
+        char *image_pull_secrets;      /* comma-separated */
+        char *gpu_resource;            /* "nvidia.com/gpu" */
+        char *node_selector;           /* the queue's, "k=v,k2=v2" */
+        char *tolerations;             /* the queue's, a JSON array */
+        bool run_as_non_root;          /* true */
+        int64_t run_as_user;           /* 1000 */
+        char *helper;                  /* init, image or none */
+        char *sluice_image;            /* the init container's image */
+        char *sluice_path;             /* /usr/local/bin/sluice */
+        char *work_claim, *work_mount; /* the shared work volume: PVC, mountPath */
+        char *dags_claim, *dags_mount; /* the DAG checkout: PVC, mountPath */
+        int64_t pending_timeout_ms;    /* 15 min */
+        int64_t image_pull_grace_ms;   /* 2 min */
+        int64_t keep_failed_ms;        /* 0: failed pods are deleted at once */
+        int64_t delete_grace_ms;       /* cancel's grace period: 10 s */
+    } kubernetes;
 };
 
 /*

@@ -477,6 +477,9 @@ static cJSON *build_spec(struct engine_run *run, size_t i, char *err, size_t err
         cJSON_AddItemToArray(tols, o);
     }
     cJSON_AddNumberToObject(spec, "timeout_ms", (double)d->timeout_ms);
+    /* the kubernetes executor: how long a pod may stay unschedulable */
+    if (d->pending_timeout_ms)
+        cJSON_AddNumberToObject(spec, "pending_timeout_ms", (double)d->pending_timeout_ms);
     cJSON *outs = cJSON_AddObjectToObject(spec, "outputs");
     cJSON *op = cJSON_AddObjectToObject(outs, "params");
     for (size_t p = 0; p < d->n_output_params; p++)

@@ -13,6 +13,7 @@ packages=(
     clang clang-format clang-tidy cppcheck bear libclang-rt-14-dev
     hyperfine
     wrk
+    openssl
 )
 
 missing=()

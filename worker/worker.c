@@ -41,6 +41,7 @@
  */
 #include "worker/worker.h"
 #include "worker/exec_local.h"
+#include "worker/kube.h"
 #include "worker/worker_int.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -94,7 +95,8 @@ struct worker_job {
     char *run_dir, *attempt_dir, *log_path;
     uv_work_t prep;
     int prep_rc;
-    struct exec_local *exec; /* RUNNING */
+    struct exec_local *exec; /* RUNNING (local) */
+    struct kube_exec *kexec; /* RUNNING (kubernetes) */
     bool cancel;             /* a cancel came while PREPARING */
     bool release;            /* hand back or let go: stop it, report nothing, keep the message */
 };
@@ -188,7 +190,7 @@ static char *absolute(const char *path)
 
 const char *worker_executor_name(enum worker_executor e)
 {
-    return e == WORKER_EXEC_NOOP ? "noop" : "local";
+    return e == WORKER_EXEC_NOOP ? "noop" : e == WORKER_EXEC_KUBERNETES ? "kubernetes" : "local";
 }
 
 int worker_executor_parse(enum worker_executor *out, const char *name)
@@ -197,6 +199,8 @@ int worker_executor_parse(enum worker_executor *out, const char *name)
         *out = WORKER_EXEC_LOCAL;
     else if (name && !strcmp(name, "noop"))
         *out = WORKER_EXEC_NOOP;
+    else if (name && !strcmp(name, "kubernetes"))
+        *out = WORKER_EXEC_KUBERNETES;
     else
         return SL_EINVAL;
     return 0;
@@ -380,7 +384,7 @@ static void job_report(struct worker_job *j, enum exec_failure failure, const ch
     ev->outputs = outputs;
     job_set_state(j, JOB_REPORTING);
     stage(j->w, ev, j);
-    if (j->w->executor == WORKER_EXEC_LOCAL) {
+    if (j->w->executor != WORKER_EXEC_NOOP) {
         if (failure == EXEC_FAIL_NONE)
             sl_info(WORKER_LOG, "attempt \"%s\" succeeded", j->msg->attempt_id);
         else
@@ -409,7 +413,10 @@ static void job_let_go(struct worker_job *j)
     case JOB_RUNNING:
         if (!j->release) {
             j->release = true;
-            exec_local_cancel(j->exec); /* on_exec_done() releases it */
+            if (j->kexec)
+                kube_exec_release(j->kexec); /* the pod stays, for whoever takes it over */
+            else
+                exec_local_cancel(j->exec); /* on_exec_done() releases it */
         }
         break;
     case JOB_NEW:       /* never outlives on_step() */
@@ -429,6 +436,7 @@ static void on_exec_done(struct exec_local_result *r, void *data)
     struct worker *w = j->w;
 
     j->exec = NULL;
+    j->kexec = NULL;
     gpu_give_back(w, j);
     if (j->release) {
         sl_info(WORKER_LOG, "attempt \"%s\" stopped and handed back", j->msg->attempt_id);
@@ -513,6 +521,24 @@ static void job_start_local(struct worker_job *j)
     int rc = uv_queue_work(&w->loop, &j->prep, on_prep_work, on_prep_done);
     assert(rc == 0); /* fails only for a NULL work callback */
     (void)rc;
+}
+
+/* Starts a kubernetes job: its pod is created (or adopted); the cluster places GPUs. */
+static void job_start_kube(struct worker_job *j)
+{
+    struct worker *w = j->w;
+    j->log_path = worker_log_path(w->log_root, j->msg);
+    job_set_state(j, JOB_PREPARING);
+    job_stage_running(j);
+    sl_info(WORKER_LOG, "attempt \"%s\" started as a pod (dag_id=%s run_id=%s step=%s)",
+            j->msg->attempt_id, j->msg->dag_id, j->msg->run_id, j->msg->step);
+    struct kube_exec_options o = {.log_path = j->log_path, .worker_id = w->id};
+    int rc = kube_exec_start(&j->kexec, w->kube, j->msg->spec, &o, on_exec_done, j);
+    if (rc < 0) {
+        job_report(j, EXEC_FAIL_ERROR, "cannot start the executor", -1, 0, 0, NULL);
+        return;
+    }
+    job_set_state(j, JOB_RUNNING);
 }
 
 static size_t gpus_free(const struct worker *w)
@@ -608,10 +634,12 @@ static void remember_cancel(struct worker *w, const struct worker_cancel_in *c)
 static void on_cancel(struct worker *w, struct worker_cancel_in *c)
 {
     remember_cancel(w, c);
+    bool held = false;
     for (struct worker_job *j = w->jobs, *next; j; j = next) {
         next = j->next; /* j may be released below */
         if (!cancel_matches(c->msg, j->msg) || !id_not_after(&j->entry, &c->id) || j->release)
             continue;
+        held = true;
         sl_info(WORKER_LOG, "cancelling attempt \"%s\"%s%s", j->msg->attempt_id,
                 c->msg->reason ? ": " : "", c->msg->reason ? c->msg->reason : "");
         switch (j->state) {
@@ -623,13 +651,19 @@ static void on_cancel(struct worker *w, struct worker_cancel_in *c)
             j->cancel = true;
             break;
         case JOB_RUNNING:
-            exec_local_cancel(j->exec);
+            if (j->kexec)
+                kube_exec_cancel(j->kexec);
+            else
+                exec_local_cancel(j->exec);
             break;
         case JOB_NEW:
         case JOB_REPORTING:
             break;
         }
     }
+    /* pods of the run that no worker follows (their worker died): deleted after the grace */
+    if (!held && w->kube)
+        kube_ctx_cancel_orphans(w->kube, c->msg->run_id, c->msg->attempt_id);
     gpu_pump(w); /* the head of the GPU queue may have been cancelled */
 }
 
@@ -664,6 +698,10 @@ static void on_step(struct worker *w, struct worker_intake *in)
     if (spec_gpus(&j->gpus_wanted, j->msg->spec) < 0) {
         job_fail_now(j, EXEC_FAIL_ERROR,
                      "malformed spec: 'resources.gpu' must be a whole number >= 0");
+        return;
+    }
+    if (w->executor == WORKER_EXEC_KUBERNETES) {
+        job_start_kube(j); /* GPUs are the cluster's to place */
         return;
     }
     if (j->gpus_wanted > w->n_gpus) {
@@ -842,6 +880,10 @@ static void worker_close(struct worker *w)
     uv_close((uv_handle_t *)&w->t_fresh, on_handle_closed);
     uv_close((uv_handle_t *)&w->t_sweep, on_handle_closed);
     uv_close((uv_handle_t *)&w->t_grace, on_handle_closed);
+    if (w->kube) {
+        kube_ctx_close(w->kube, NULL, NULL);
+        w->kube = NULL;
+    }
     sl_info(WORKER_LOG, "worker \"%s\" stopped", w->id);
 }
 
@@ -1073,9 +1115,15 @@ static int configure(struct worker *w, const struct worker_options *o)
         return SL_EINVAL;
     }
     w->executor = o->executor;
-    if (o->executor != WORKER_EXEC_LOCAL && o->executor != WORKER_EXEC_NOOP) {
+    if (o->executor != WORKER_EXEC_LOCAL && o->executor != WORKER_EXEC_NOOP &&
+        o->executor != WORKER_EXEC_KUBERNETES) {
         sl_error(WORKER_LOG, "unknown executor %d", (int)o->executor);
         return SL_EINVAL;
+    }
+    if (o->executor == WORKER_EXEC_KUBERNETES && (!o->kube || kube_options_check(o->kube) < 0)) {
+        if (!o->kube)
+            sl_error(WORKER_LOG, "the kubernetes executor needs its settings");
+        return SL_EINVAL; /* before anything connects */
     }
     w->slots = o->slots ? o->slots
                         : (o->executor == WORKER_EXEC_NOOP ? WORKER_DEFAULT_NOOP_SLOTS
@@ -1214,9 +1262,9 @@ int worker_start(struct worker **out, const struct worker_options *o)
     w->state = WORKER_RUNNING;
 
     int rc = configure(w, o);
-    if (rc == 0 && w->executor == WORKER_EXEC_LOCAL) {
+    if (rc == 0 && w->executor != WORKER_EXEC_NOOP) {
         int e = worker_mkdir_p(w->log_root);
-        if (e == 0)
+        if (e == 0 && w->executor == WORKER_EXEC_LOCAL)
             e = worker_mkdir_p(w->work_root);
         if (e < 0) {
             sl_error(WORKER_LOG, "cannot create \"%s\" or \"%s\": %s", w->log_root, w->work_root,
@@ -1231,6 +1279,23 @@ int worker_start(struct worker **out, const struct worker_options *o)
         return rc;
     }
     init_loop(w);
+    if (w->executor == WORKER_EXEC_KUBERNETES) {
+        struct kube_options ko = *o->kube;
+        ko.queue = w->queue;
+        rc = kube_ctx_new(&w->kube, &w->loop, &ko);
+        if (rc < 0) {
+            uv_close((uv_handle_t *)&w->wake, NULL);
+            uv_close((uv_handle_t *)&w->flush, NULL);
+            uv_close((uv_handle_t *)&w->t_beat, NULL);
+            uv_close((uv_handle_t *)&w->t_fresh, NULL);
+            uv_close((uv_handle_t *)&w->t_sweep, NULL);
+            uv_close((uv_handle_t *)&w->t_grace, NULL);
+            uv_run(&w->loop, UV_RUN_DEFAULT);
+            uv_loop_close(&w->loop);
+            worker_free(w);
+            return SL_EINVAL;
+        }
+    }
     rc = uv_thread_create(&w->publisher_thread, worker_publisher_main, w);
     w->publisher_started = rc == 0;
     if (rc == 0)
@@ -1245,6 +1310,8 @@ int worker_start(struct worker **out, const struct worker_options *o)
     if (rc != 0) {
         sl_error(WORKER_LOG, "cannot start the worker's threads: %s", uv_strerror(rc));
         abort_threads(w);
+        if (w->kube)
+            kube_ctx_close(w->kube, NULL, NULL);
         uv_close((uv_handle_t *)&w->wake, NULL);
         uv_close((uv_handle_t *)&w->flush, NULL);
         uv_close((uv_handle_t *)&w->t_beat, NULL);

@@ -19,8 +19,11 @@
  *
  * Executors: "local" (worker/exec_local.h: a child process per step, with a per-run and a
  * per-attempt directory under work_root and a log file under log_root, GPUs handed out
- * from the worker's list) and "noop" (for tests and benchmarks: every step succeeds at
- * once with no outputs; nothing runs and no file is written). worker/README.md has the
+ * from the worker's list), "noop" (for tests and benchmarks: every step succeeds at
+ * once with no outputs; nothing runs and no file is written) and "kubernetes"
+ * (worker/kube.h: a Pod per step, its log streamed to log_root; GPUs are the cluster's,
+ * the worker's list is not used; a step handed back leaves its pod running for the
+ * worker that takes it over, which adopts it). worker/README.md has the
  * design: threads, job states, directories, stop and takeover.
  *
  * Threads: worker_start() starts the worker's threads and returns; the worker runs until
@@ -54,9 +57,12 @@
 #include <stdint.h>
 
 enum worker_executor {
-    WORKER_EXEC_LOCAL, /* a child process per step (worker/exec_local.h) */
-    WORKER_EXEC_NOOP,  /* succeed at once, run nothing: tests and benchmarks */
+    WORKER_EXEC_LOCAL,      /* a child process per step (worker/exec_local.h) */
+    WORKER_EXEC_NOOP,       /* succeed at once, run nothing: tests and benchmarks */
+    WORKER_EXEC_KUBERNETES, /* a Pod per step (worker/kube.h) */
 };
+
+struct kube_options;
 
 #define WORKER_DEFAULT_QUEUE         "default"
 #define WORKER_DEFAULT_SLOTS         4
@@ -85,13 +91,15 @@ struct worker_options {
                               * ".sluice/work" */
     const char *secrets_dir; /* <dir>/<secret_name>/<secret_key>; NULL: no secrets */
     int64_t kill_grace_ms;   /* SIGTERM -> SIGKILL when a step is stopped; 0: 10 s */
-    int64_t visibility_timeout_ms; /* a message unrefreshed this long is taken over; 0: 60 s;
-                                    * the worker refreshes its own every third of it */
-    int64_t heartbeat_interval_ms; /* 0: 5 s; the heartbeat lives 3 intervals */
-    int64_t stop_grace_ms;         /* time running steps get on stop; 0: 30 s */
-    int64_t retention_ms;          /* run directories unchanged this long are removed; 0: 7 d */
-    int64_t sweep_interval_ms;     /* how often they are looked for; 0: retention / 4, at most
-                                    * 1 h */
+    int64_t visibility_timeout_ms;   /* a message unrefreshed this long is taken over; 0: 60 s;
+                                      * the worker refreshes its own every third of it */
+    int64_t heartbeat_interval_ms;   /* 0: 5 s; the heartbeat lives 3 intervals */
+    int64_t stop_grace_ms;           /* time running steps get on stop; 0: 30 s */
+    int64_t retention_ms;            /* run directories unchanged this long are removed; 0: 7 d */
+    int64_t sweep_interval_ms;       /* how often they are looked for; 0: retention / 4, at most
+                                      * 1 h */
+    const struct kube_options *kube; /* the kubernetes executor's settings (required for it;
+                                      * copied by worker_start()) */
 
     /* local: the artifact repository (worker/artifacts.h); borrowed, it must outlive
      * worker_join(); NULL: none */
@@ -105,9 +113,10 @@ struct artifacts_repo;
  * Validates o, connects to Redis (three connections: reading steps, reading cancels,
  * publishing), creates the step queue's consumer group and the local executor's roots,
  * and starts the worker's threads. Blocks until then (up to the queue's connect and
- * command timeouts). Returns 0 and sets *out, SL_EINVAL for bad options (logged), SL_ECONN
- * if Redis cannot be reached now (later outages are ridden out), SL_EIO if a root
- * directory cannot be created.
+ * command timeouts). Returns 0 and sets *out, SL_EINVAL for bad options (logged; for the
+ * kubernetes executor also credentials that do not load or settings that build no Pod,
+ * checked before Redis is touched), SL_ECONN if Redis cannot be reached now (later outages
+ * are ridden out), SL_EIO if a root directory cannot be created.
  */
 int worker_start(struct worker **out, const struct worker_options *o);
 
@@ -126,9 +135,10 @@ int worker_join(struct worker *w);
 /* The worker's id (its consumer name); valid until worker_join(). */
 const char *worker_id(const struct worker *w);
 
-/* "local" -> WORKER_EXEC_LOCAL, "noop" -> WORKER_EXEC_NOOP; 0 or SL_EINVAL. */
+/* "local" -> WORKER_EXEC_LOCAL, "noop" -> WORKER_EXEC_NOOP, "kubernetes" ->
+ * WORKER_EXEC_KUBERNETES; 0 or SL_EINVAL. */
 int worker_executor_parse(enum worker_executor *out, const char *name);
-/* "local" or "noop"; static. */
+/* "local", "noop" or "kubernetes"; static. */
 const char *worker_executor_name(enum worker_executor e);
 
 /*

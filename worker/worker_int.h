@@ -40,6 +40,7 @@
 #define WORKER_RETRY_PAUSE_MS 500  /* after a failed Redis call that was not paced */
 
 struct worker_job;
+struct kube_ctx;
 
 /* A step message, from the reader to the loop thread. */
 struct worker_intake {
@@ -131,6 +132,7 @@ struct worker {
 
     /* --- loop thread only ---------------------------------------------------------- */
     uv_loop_t loop;
+    struct kube_ctx *kube; /* the kubernetes executor's context, or NULL */
     uv_async_t wake;
     uv_check_t flush;   /* end of each loop iteration: staged events to the outbox */
     uv_timer_t t_beat;  /* heartbeat */

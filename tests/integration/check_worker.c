@@ -1122,7 +1122,11 @@ START_TEST(test_start_errors)
     enum worker_executor ex;
     ck_assert_int_eq(worker_executor_parse(&ex, "noop"), 0);
     ck_assert_int_eq(ex, WORKER_EXEC_NOOP);
-    ck_assert_int_eq(worker_executor_parse(&ex, "kubernetes"), SL_EINVAL);
+    ck_assert_int_eq(worker_executor_parse(&ex, "kubernetes"), 0);
+    ck_assert_int_eq(ex, WORKER_EXEC_KUBERNETES);
+    ck_assert_int_eq(worker_executor_parse(&ex, "docker"), SL_EINVAL);
+    o = options(WORKER_EXEC_KUBERNETES); /* without its settings */
+    ck_assert_int_eq(worker_start(&w, &o), SL_EINVAL);
 }
 END_TEST
 

@@ -1,0 +1,287 @@
+/*
+ * cli/cmd_pod.c - sluice pod: the pod-side helper of the kubernetes executor.
+ *
+ *   sluice pod install DEST
+ *       copies this binary to DEST (mode 0755): the init container of a step pod runs it
+ *       from the sluice image into an emptyDir the main container mounts
+ *   sluice pod exec [--message-file F] [--mkdir DIR]... [--param NAME=PATH]... -- ARGV...
+ *       runs ARGV as the step (its own process group; SIGTERM, SIGINT and SIGHUP are
+ *       passed on to it), then, if it exited 0, reads each output param from PATH
+ *       (relative to the working directory; one trailing newline trimmed) and writes
+ *       {"outputs": {NAME: value, ...}} to F, the container's terminationMessagePath
+ *
+ * Exit status: the step's (128 + N when killed by signal N). When the step succeeded but
+ * an output param is missing, has a '..' component, or the outputs do not fit in a
+ * termination message (4096 bytes of JSON), F gets {"error": "..."} and the exit status
+ * is 1; the worker reports that error as the reason. 2: a usage error. docs/kubernetes.md
+ * ("Output params") is the contract with worker/kube_exec.c.
+ */
+#include "cli/cli.h"
+#include "common/error.h"
+#include "common/strbuf.h"
+#include "common/xalloc.h"
+#include "worker/kube.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void pod_usage(FILE *out)
+{
+    fprintf(out, "usage: sluice pod install DEST\n"
+                 "       sluice pod exec [--message-file F] [--mkdir DIR]... "
+                 "[--param NAME=PATH]... -- ARGV...\n");
+}
+
+static int mkdir_p(const char *path)
+{
+    char *dir = xstrdup(path);
+    int rc = 0;
+    for (char *p = dir + 1;; p++) {
+        if (*p != '/' && *p != '\0')
+            continue;
+        char c = *p;
+        *p = '\0';
+        if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+            rc = -errno;
+            break;
+        }
+        if (c == '\0')
+            break;
+        *p = c;
+    }
+    free(dir);
+    return rc;
+}
+
+/* sluice pod install DEST */
+static int pod_install(const char *dest)
+{
+    int in = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+    char *tmp = xasprintf("%s.tmp", dest);
+    int out = -1, rc = 1;
+    char *slash = strrchr(dest, '/');
+    if (slash && slash != dest) {
+        char *parent = xstrndup(dest, (size_t)(slash - dest));
+        (void)mkdir_p(parent);
+        free(parent);
+    }
+    if (in >= 0)
+        out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
+    if (in < 0 || out < 0) {
+        fprintf(stderr, "sluice pod install: cannot copy to '%s': %s\n", dest, strerror(errno));
+        goto cleanup;
+    }
+    char buf[65536];
+    ssize_t n;
+    while ((n = read(in, buf, sizeof(buf))) > 0) {
+        for (ssize_t off = 0; off < n;) {
+            ssize_t w = write(out, buf + off, (size_t)(n - off));
+            if (w < 0) {
+                fprintf(stderr, "sluice pod install: write '%s': %s\n", tmp, strerror(errno));
+                goto cleanup;
+            }
+            off += w;
+        }
+    }
+    if (n < 0 || fchmod(out, 0755) < 0 || close(out) < 0) {
+        out = -1;
+        fprintf(stderr, "sluice pod install: '%s': %s\n", tmp, strerror(errno));
+        goto cleanup;
+    }
+    out = -1;
+    if (rename(tmp, dest) < 0) {
+        fprintf(stderr, "sluice pod install: rename to '%s': %s\n", dest, strerror(errno));
+        goto cleanup;
+    }
+    rc = 0;
+cleanup:
+    if (in >= 0)
+        close(in);
+    if (out >= 0)
+        close(out);
+    if (rc)
+        unlink(tmp);
+    free(tmp);
+    return rc;
+}
+
+static bool has_dotdot(const char *path)
+{
+    for (const char *p = path; (p = strstr(p, "..")); p += 2)
+        if ((p == path || p[-1] == '/') && (p[2] == '\0' || p[2] == '/'))
+            return true;
+    return false;
+}
+
+/* Reads the params (NAME=PATH) into a JSON object text; on failure *error is set. */
+static char *read_params(char **error, char **params, size_t n)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON *outs = cJSON_AddObjectToObject(root, "outputs");
+    char *text = NULL;
+    for (size_t i = 0; i < n; i++) {
+        char *eq = strchr(params[i], '=');
+        char *name = xstrndup(params[i], (size_t)(eq - params[i]));
+        const char *path = eq + 1;
+        struct strbuf sb = STRBUF_INIT;
+        int rc = has_dotdot(path) ? 0 : strbuf_read_file(&sb, path, KUBE_TERMINATION_MAX);
+        if (has_dotdot(path)) {
+            *error = xasprintf("output param '%s' path '%s' has a '..' component", name, path);
+        } else if (rc == SL_ETOOBIG) {
+            *error = xasprintf("output param '%s' (%s) is over the %d bytes of a Kubernetes "
+                               "termination message: use an output artifact for large values",
+                               name, path, KUBE_TERMINATION_MAX);
+        } else if (rc < 0) {
+            *error = xasprintf("missing output param '%s' (%s)", name, path);
+        } else {
+            if (sb.len && sb.buf[sb.len - 1] == '\n')
+                sb.buf[--sb.len] = '\0';
+            cJSON_AddStringToObject(outs, name, sb.buf);
+        }
+        strbuf_release(&sb);
+        free(name);
+        if (*error)
+            goto cleanup;
+    }
+    text = cJSON_PrintUnformatted(root);
+    if (strlen(text) > KUBE_TERMINATION_MAX) {
+        *error = xasprintf("output params take %zu bytes, over the %d bytes of a Kubernetes "
+                           "termination message: use an output artifact for large values",
+                           strlen(text), KUBE_TERMINATION_MAX);
+        free(text);
+        text = NULL;
+    }
+cleanup:
+    cJSON_Delete(root);
+    return text;
+}
+
+static void write_message(const char *path, const char *text)
+{
+    if (!path)
+        return;
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        fprintf(stderr, "sluice pod exec: cannot write '%s': %s\n", path, strerror(errno));
+        return;
+    }
+    size_t len = strlen(text);
+    if (write(fd, text, len) != (ssize_t)len)
+        fprintf(stderr, "sluice pod exec: cannot write '%s': %s\n", path, strerror(errno));
+    close(fd);
+}
+
+/* sluice pod exec ... -- ARGV */
+static int pod_exec(int argc, char **argv)
+{
+    const char *message_file = NULL;
+    char **params = xcalloc((size_t)argc, sizeof(char *));
+    size_t n_params = 0;
+    int i = 1, rc = 2;
+    for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
+        const char *v;
+        if ((v = cli_flag_value(argc, argv, &i, "--message-file"))) {
+            message_file = v;
+        } else if ((v = cli_flag_value(argc, argv, &i, "--mkdir"))) {
+            int e = mkdir_p(v);
+            if (e < 0)
+                fprintf(stderr, "sluice pod exec: cannot create '%s': %s\n", v, strerror(-e));
+        } else if ((v = cli_flag_value(argc, argv, &i, "--param")) && strchr(v, '=') &&
+                   v[0] != '=') {
+            params[n_params++] = (char *)v;
+        } else {
+            fprintf(stderr, "sluice pod exec: unknown or incomplete argument '%s'\n", argv[i]);
+            pod_usage(stderr);
+            goto cleanup;
+        }
+    }
+    if (i + 1 >= argc) {
+        pod_usage(stderr);
+        goto cleanup;
+    }
+    char **child_argv = argv + i + 1;
+
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigprocmask(SIG_BLOCK, &set, &old);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "sluice pod exec: fork: %s\n", strerror(errno));
+        rc = 1;
+        goto cleanup;
+    }
+    if (pid == 0) {
+        setpgid(0, 0);
+        sigprocmask(SIG_SETMASK, &old, NULL);
+        execvp(child_argv[0], child_argv);
+        fprintf(stderr, "sluice pod exec: cannot run '%s': %s\n", child_argv[0], strerror(errno));
+        _exit(errno == ENOENT ? 127 : 126);
+    }
+    setpgid(pid, pid);
+    int status = 0;
+    for (;;) {
+        int sig = sigwaitinfo(&set, NULL);
+        if (sig == SIGCHLD) {
+            pid_t w = waitpid(pid, &status, WNOHANG);
+            if (w == pid)
+                break;
+            continue;
+        }
+        if (sig > 0)
+            kill(-pid, sig); /* pass it on to the step's process group */
+    }
+    kill(-pid, SIGKILL); /* nothing the step started outlives it */
+    if (WIFSIGNALED(status)) {
+        rc = 128 + WTERMSIG(status);
+        goto cleanup;
+    }
+    rc = WEXITSTATUS(status);
+    if (rc != 0)
+        goto cleanup;
+    char *error = NULL;
+    char *text = read_params(&error, params, n_params);
+    if (error) {
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "error", error);
+        char *etext = cJSON_PrintUnformatted(e);
+        fprintf(stderr, "sluice pod exec: %s\n", error);
+        write_message(message_file, etext);
+        free(etext);
+        cJSON_Delete(e);
+        free(error);
+        rc = 1;
+    } else {
+        write_message(message_file, text);
+    }
+    free(text);
+cleanup:
+    free(params);
+    return rc;
+}
+
+int cmd_pod(int argc, char **argv)
+{
+    if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+        pod_usage(stdout);
+        return 0;
+    }
+    if (argc == 3 && !strcmp(argv[1], "install"))
+        return pod_install(argv[2]);
+    if (argc >= 2 && !strcmp(argv[1], "exec"))
+        return pod_exec(argc - 1, argv + 1);
+    pod_usage(stderr);
+    return 2;
+}

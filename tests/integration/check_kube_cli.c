@@ -1,0 +1,200 @@
+/*
+ * tests/integration/check_kube_cli.c - the command-line side of the kubernetes executor:
+ * `sluice pod install|exec` (the pod-side helper: exit codes, output params into the
+ * termination message, and each way they can be refused) and `sluice worker --executor
+ * kubernetes` refusing bad settings with exit 2 before it starts anything.
+ */
+#include "common/strbuf.h"
+#include "common/xalloc.h"
+#include "tests/testutil.h"
+
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char dir[64];
+static char *msg_path;
+
+static void setup(void)
+{
+    snprintf(dir, sizeof(dir), "/tmp/sluice-podcli-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    msg_path = xasprintf("%s/termination-log", dir);
+}
+
+static void teardown(void)
+{
+    char *argv[] = {"/bin/rm", "-rf", dir, NULL};
+    test_run(argv, NULL, NULL);
+    free(msg_path);
+}
+
+/* sluice pod exec --message-file <msg> <extra...> -- /bin/sh -c script, in dir. */
+static int pod_exec(const char *script, const char *const *extra, char **err)
+{
+    char *argv[32];
+    size_t n = 0;
+    argv[n++] = (char *)test_sluice_bin();
+    argv[n++] = "pod";
+    argv[n++] = "exec";
+    argv[n++] = "--message-file";
+    argv[n++] = msg_path;
+    for (; extra && *extra; extra++)
+        argv[n++] = (char *)*extra;
+    argv[n++] = "--";
+    argv[n++] = "/bin/sh";
+    argv[n++] = "-c";
+    argv[n++] = (char *)script;
+    argv[n] = NULL;
+    char cwd[4096];
+    ck_assert_ptr_nonnull(getcwd(cwd, sizeof(cwd)));
+    char *bin = argv[0][0] == '/' ? xstrdup(argv[0]) : xasprintf("%s/%s", cwd, argv[0]);
+    argv[0] = bin;
+    ck_assert_int_eq(chdir(dir), 0);
+    int rc = test_run(argv, NULL, err);
+    ck_assert_int_eq(chdir(cwd), 0);
+    free(bin);
+    return rc;
+}
+
+static char *message(void)
+{
+    struct strbuf sb = STRBUF_INIT;
+    if (strbuf_read_file(&sb, msg_path, 1 << 20) < 0) {
+        strbuf_release(&sb);
+        return xstrdup("");
+    }
+    return strbuf_detach(&sb, NULL);
+}
+
+START_TEST(test_outputs_into_the_termination_message)
+{
+    char *sub = xasprintf("%s/made/by/helper", dir);
+    const char *extra[] = {"--mkdir", sub, "--param", "a=a.txt", "--param", "b=sub/b.txt", NULL};
+    int rc =
+        pod_exec("mkdir -p sub; printf '0.97\\n' > a.txt; printf 'x\\ny' > sub/b.txt", extra, NULL);
+    ck_assert_int_eq(rc, 0);
+    char *m = message();
+    ck_assert_str_eq(m, "{\"outputs\":{\"a\":\"0.97\",\"b\":\"x\\ny\"}}");
+    struct stat st;
+    ck_assert_int_eq(stat(sub, &st), 0); /* --mkdir made it */
+    free(m);
+    free(sub);
+}
+END_TEST
+
+START_TEST(test_exit_codes_pass_through)
+{
+    const char *extra[] = {"--param", "a=a.txt", NULL};
+    ck_assert_int_eq(pod_exec("exit 7", extra, NULL), 7);
+    char *m = message();
+    ck_assert_str_eq(m, ""); /* a failed step writes no outputs */
+    free(m);
+    ck_assert_int_eq(pod_exec("kill -9 $$", NULL, NULL), 128 + 9);
+    ck_assert_int_eq(pod_exec("exec /nonexistent/binary", NULL, NULL), 127);
+}
+END_TEST
+
+static void refused(const char *script, const char *param, const char *part)
+{
+    const char *extra[] = {"--param", param, NULL};
+    char *err = NULL;
+    ck_assert_int_eq(pod_exec(script, extra, &err), 1);
+    char *m = message();
+    ck_assert_msg(strstr(m, "{\"error\":") && strstr(m, part), "message %s, want %s", m, part);
+    ck_assert_msg(strstr(err, part), "stderr %s", err);
+    free(m);
+    free(err);
+}
+
+START_TEST(test_output_params_refused)
+{
+    refused("true", "a=missing.txt", "missing output param 'a' (missing.txt)");
+    refused("echo 1 > a.txt", "a=../a.txt", "has a '..' component");
+    refused("head -c 5000 /dev/zero | tr '\\0' x > big.txt", "a=big.txt",
+            "over the 4096 bytes of a Kubernetes termination message");
+}
+END_TEST
+
+START_TEST(test_install_and_usage)
+{
+    char *dest = xasprintf("%s/bin/sluice", dir);
+    char *argv[] = {(char *)test_sluice_bin(), "pod", "install", dest, NULL};
+    ck_assert_int_eq(test_run(argv, NULL, NULL), 0);
+    ck_assert_int_eq(access(dest, X_OK), 0);
+    char *out = NULL;
+    char *argv2[] = {dest, "pod", "--help", NULL};
+    ck_assert_int_eq(test_run(argv2, &out, NULL), 0); /* the copy runs */
+    ck_assert_ptr_nonnull(strstr(out, "sluice pod exec"));
+    free(out);
+    char *a3[] = {
+        (char *)test_sluice_bin(), "pod", "exec", "--param", "noequals", "--", "true", NULL};
+    ck_assert_int_eq(test_run(a3, NULL, NULL), 2);
+    char *a4[] = {(char *)test_sluice_bin(), "pod", "exec", "--", NULL};
+    ck_assert_int_eq(test_run(a4, NULL, NULL), 2);
+    char *a5[] = {(char *)test_sluice_bin(), "pod", "frobnicate", NULL};
+    ck_assert_int_eq(test_run(a5, NULL, NULL), 2);
+    char *blocker = xasprintf("%s/file", dir);
+    FILE *f = fopen(blocker, "w");
+    fclose(f);
+    char *under_file = xasprintf("%s/file/x", dir); /* a regular file where a dir should be */
+    char *a6[] = {(char *)test_sluice_bin(), "pod", "install", under_file, NULL};
+    ck_assert_int_eq(test_run(a6, NULL, NULL), 1);
+    free(blocker);
+    free(under_file);
+    free(dest);
+}
+END_TEST
+
+/* sluice worker --executor kubernetes with one bad setting (env) exits 2 with a reason. */
+static void worker_refuses(const char *var, const char *value, const char *part)
+{
+    char *kc = xasprintf("%s/kubeconfig", dir);
+    FILE *f = fopen(kc, "w");
+    fputs("current-context: c\nclusters:\n- name: s\n  cluster: {server: "
+          "\"http://127.0.0.1:1\"}\ncontexts:\n- name: c\n  context: {cluster: s}\n",
+          f);
+    fclose(f);
+    char *script = xasprintf("SLUICE_CONFIG=/dev/null SLUICE_REDIS_URL=unix:///nonexistent "
+                             "SLUICE_KUBERNETES_KUBECONFIG='%s' SLUICE_KUBERNETES_DEFAULT_IMAGE=x "
+                             "%s='%s' exec '%s' worker --executor kubernetes",
+                             kc, var, value, test_sluice_bin());
+    char *argv[] = {"/bin/sh", "-c", script, NULL};
+    char *err = NULL;
+    int rc = test_run(argv, NULL, &err);
+    ck_assert_msg(rc == 2, "%s=%s: exit %d: %s", var, value, rc, err);
+    ck_assert_msg(strstr(err, part), "%s=%s: stderr %s, want %s", var, value, err, part);
+    free(err);
+    free(script);
+    free(kc);
+}
+
+START_TEST(test_worker_refuses_bad_kubernetes_settings)
+{
+    worker_refuses("SLUICE_KUBERNETES_HELPER", "sidecar", "kubernetes.helper must be");
+    worker_refuses("SLUICE_KUBERNETES_QPS", "0", "kubernetes.qps");
+    worker_refuses("SLUICE_KUBERNETES_KUBECONFIG", "/nonexistent/kubeconfig",
+                   "cannot open kubeconfig");
+    worker_refuses("SLUICE_KUBERNETES_TOLERATIONS", "{oops", "kubernetes.tolerations");
+    worker_refuses("SLUICE_KUBERNETES_RUN_AS_NON_ROOT", "maybe", "must be true or false");
+    worker_refuses("SLUICE_KUBERNETES_PENDING_TIMEOUT", "soon", "must be a duration");
+}
+END_TEST
+
+Suite *suite_integration_kube_cli(void)
+{
+    Suite *s = suite_create("integration_kube_cli");
+    TCase *tc = tcase_create("cli");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_outputs_into_the_termination_message);
+    tcase_add_test(tc, test_exit_codes_pass_through);
+    tcase_add_test(tc, test_output_params_refused);
+    tcase_add_test(tc, test_install_and_usage);
+    tcase_add_test(tc, test_worker_refuses_bad_kubernetes_settings);
+    suite_add_tcase(s, tc);
+    return s;
+}

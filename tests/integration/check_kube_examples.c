@@ -1,0 +1,423 @@
+/*
+ * tests/integration/check_kube_examples.c - the example DAGs end to end with the
+ * kubernetes executor: real PostgreSQL and Redis (tests/harness), the scheduler in a
+ * thread, kubernetes workers (one per queue: default, and gpu for finetune's GPU step),
+ * and the API simulator running every step's pod. Every Pod the executor creates passes
+ * the simulator's validation against the official schema (else 422 and the run fails).
+ *
+ * Then the worker killed mid-step: `sluice worker --executor kubernetes` is SIGKILLed
+ * while its pod runs; a second worker takes the message over after the visibility
+ * timeout, gets 409 on create, adopts the same pod and reports the step - one pod.
+ *
+ * The DAGs run from a copy of dags/ without their schedules (so no cron run starts on
+ * its own); the copy is the "dags" claim mounted at its own path, the work volume a
+ * second claim, mounted at /sluice/work and backed by a temporary directory.
+ */
+#include "common/error.h"
+#include "common/xalloc.h"
+#include "scheduler/scheduler.h"
+#include "store/store.h"
+#include "tests/harness/harness.h"
+#include "tests/harness/k8ssim.h"
+#include "tests/harness/pgtest.h"
+#include "tests/testutil.h"
+#include "worker/kube.h"
+#include "worker/worker.h"
+
+#include <check.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static struct harness_redis redis;
+
+static void servers_setup(void)
+{
+    pgtest_setup();
+    ck_assert_int_eq(harness_redis_start(&redis), 0);
+}
+
+static void servers_teardown(void)
+{
+    harness_redis_stop(&redis);
+    pgtest_teardown();
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void nap(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+struct fx {
+    char tmp[64];
+    char *dags, *work, *logs, *kubeconfig, *db_url, *redis_url, *sluice;
+    struct harness_k8ssim sim;
+    struct store *st;
+    struct scheduler *sched;
+    pthread_t thread;
+    struct arena mem;
+};
+
+static void *sched_main(void *arg)
+{
+    scheduler_run(arg);
+    return NULL;
+}
+
+static void sh(const char *cmd)
+{
+    char *argv[] = {"/bin/sh", "-c", (char *)cmd, NULL};
+    char *err = NULL;
+    int rc = test_run(argv, NULL, &err);
+    ck_assert_msg(rc == 0, "%s: %s", cmd, err);
+    free(err);
+}
+
+static void fx_init(struct fx *f, const char *db)
+{
+    memset(f, 0, sizeof(*f));
+    arena_init(&f->mem);
+    snprintf(f->tmp, sizeof(f->tmp), "/tmp/sluice-kube-e2e-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(f->tmp));
+    chmod(f->tmp, 0755);
+    f->dags = xasprintf("%s/dags", f->tmp);
+    f->work = xasprintf("%s/work", f->tmp);
+    f->logs = xasprintf("%s/logs", f->tmp);
+    f->kubeconfig = xasprintf("%s/kubeconfig", f->tmp);
+    char *src = test_path("dags");
+    char *cmd = xasprintf("cp -r '%s' '%s' && mkdir -p '%s' && sed -i '/^schedule:/d' '%s'/*.yaml",
+                          src, f->dags, f->work, f->dags);
+    sh(cmd);
+    free(cmd);
+    free(src);
+    char cwd[4096];
+    ck_assert_ptr_nonnull(getcwd(cwd, sizeof(cwd)));
+    const char *bin = test_sluice_bin();
+    f->sluice = bin[0] == '/' ? xstrdup(bin) : xasprintf("%s/%s", cwd, bin);
+
+    char *c1 = xasprintf("work=%s", f->work), *c2 = xasprintf("dags=%s", f->dags);
+    const char *claims[] = {c1, c2};
+    const char *nodes[] = {
+        "{\"name\": \"cpu-1\"}",
+        "{\"name\": \"gpu-1\", \"labels\": {\"nvidia.com/gpu.present\": \"true\"}, \"taints\": "
+        "[{\"key\": \"nvidia.com/gpu\", \"effect\": \"NoSchedule\"}], \"gpus\": 1}",
+    };
+    struct harness_k8ssim_options so = {.claims = claims,
+                                        .n_claims = 2,
+                                        .nodes = nodes,
+                                        .n_nodes = 2,
+                                        .token = "e2e",
+                                        .bookmark_seconds = 0.5};
+    ck_assert_int_eq(harness_k8ssim_start(&f->sim, &so), 0);
+    free(c1);
+    free(c2);
+    FILE *kc = fopen(f->kubeconfig, "w");
+    ck_assert_ptr_nonnull(kc);
+    fprintf(kc,
+            "apiVersion: v1\nkind: Config\ncurrent-context: e2e\nclusters:\n- name: sim\n"
+            "  cluster: {server: \"%s\"}\nusers:\n- name: w\n  user: {token: e2e}\n"
+            "contexts:\n- name: e2e\n  context: {cluster: sim, user: w, namespace: ml}\n",
+            f->sim.url);
+    fclose(kc);
+
+    f->db_url = pgtest_fresh_db(db);
+    f->redis_url = xasprintf("unix://%s", redis.socket_path);
+    char *reply = NULL;
+    ck_assert_int_eq(harness_redis_command(&reply, &redis, "FLUSHALL", NULL), 0);
+    free(reply);
+    struct strbuf err = STRBUF_INIT;
+    ck_assert_int_eq(store_open(&f->st, f->db_url, NULL, &err), 0);
+    strbuf_release(&err);
+    ck_assert_int_eq(store_migrate(f->st, NULL, NULL), 0);
+    struct scheduler_options o = {.database_url = f->db_url,
+                                  .redis_url = f->redis_url,
+                                  .id = "sched",
+                                  .dags_dir = f->dags,
+                                  .dags_interval_ms = 500,
+                                  .reconcile_interval_ms = 500,
+                                  .worker_timeout_ms = 30000,
+                                  .requeue_after_ms = 5000,
+                                  .poll_interval_ms = 50};
+    ck_assert_int_eq(scheduler_new(&f->sched, &o), 0);
+    ck_assert_int_eq(pthread_create(&f->thread, NULL, sched_main, f->sched), 0);
+}
+
+static void fx_done(struct fx *f)
+{
+    scheduler_request_stop(f->sched);
+    pthread_join(f->thread, NULL);
+    scheduler_free(f->sched);
+    store_close(f->st);
+    harness_k8ssim_stop(&f->sim);
+    char *cmd = xasprintf("rm -rf '%s'", f->tmp);
+    sh(cmd);
+    free(cmd);
+    free(f->dags);
+    free(f->work);
+    free(f->logs);
+    free(f->kubeconfig);
+    free(f->db_url);
+    free(f->redis_url);
+    free(f->sluice);
+    arena_release(&f->mem);
+}
+
+static struct kube_options kube_opts(const struct fx *f)
+{
+    struct kube_options k = {
+        .kubeconfig = f->kubeconfig,
+        .default_image = "registry.example.com/ml/python:3.11",
+        .helper = KUBE_HELPER_INIT,
+        .sluice_image = "registry.example.com/sluice:test",
+        .sluice_path = f->sluice,
+        .work_claim = "work",
+        .work_mount = "/sluice/work",
+        .dags_claim = "dags",
+        .dags_mount = f->dags,
+        .run_as_non_root = true,
+        .delete_grace_ms = 2000,
+    };
+    return k;
+}
+
+static struct worker *start_worker(const struct fx *f, const char *queue, size_t slots)
+{
+    struct kube_options k = kube_opts(f);
+    struct worker_options o = {.redis_url = f->redis_url,
+                               .queue = queue,
+                               .slots = slots,
+                               .executor = WORKER_EXEC_KUBERNETES,
+                               .log_root = f->logs,
+                               .heartbeat_interval_ms = 500,
+                               .stop_grace_ms = 2000,
+                               .kube = &k};
+    struct worker *w = NULL;
+    ck_assert_int_eq(worker_start(&w, &o), 0);
+    return w;
+}
+
+static void stop_worker(struct worker *w)
+{
+    worker_stop(w);
+    ck_assert_int_eq(worker_join(w), 0);
+}
+
+static struct store_run trigger(struct fx *f, const char *dag_id, const char *params)
+{
+    int64_t deadline = now_ms() + 20000;
+    for (;;) {
+        struct store_dag d;
+        if (store_dag_get(f->st, &d, dag_id, &f->mem) == 0 && d.current_version_id)
+            break;
+        ck_assert_msg(now_ms() < deadline, "DAG %s never synced", dag_id);
+        nap(50);
+    }
+    struct store_run_new rn = {
+        .dag_id = dag_id, .trigger = STORE_TRIGGER_MANUAL, .params_json = params};
+    struct store_run r;
+    bool existed;
+    CK_STORE_OK(f->st, store_run_create(f->st, &r, &existed, &rn, &f->mem));
+    return r;
+}
+
+static enum store_run_state wait_run(struct fx *f, const struct store_run *r, int64_t ms)
+{
+    int64_t deadline = now_ms() + ms;
+    for (;;) {
+        struct store_run now;
+        CK_STORE_OK(f->st, store_run_get_by_pk(f->st, &now, r->id, &f->mem));
+        if (now.state == STORE_RUN_SUCCEEDED || now.state == STORE_RUN_FAILED ||
+            now.state == STORE_RUN_CANCELLED || now_ms() > deadline)
+            return now.state;
+        nap(100);
+    }
+}
+
+/* The step table, for failure messages. */
+static char *describe(struct fx *f, const struct store_run *r)
+{
+    struct store_step_instance *s = NULL;
+    size_t n = 0;
+    CK_STORE_OK(f->st, store_steps_of_run(f->st, &s, &n, r->id, 0, &f->mem));
+    struct strbuf sb = STRBUF_INIT;
+    for (size_t i = 0; i < n; i++)
+        strbuf_addf(&sb, "  %s[%d] state %d attempt %d: %s %s\n", s[i].step, s[i].map_index,
+                    (int)s[i].state, s[i].attempt, s[i].reason ? s[i].reason : "",
+                    s[i].output_params_json ? s[i].output_params_json : "");
+    return strbuf_detach(&sb, NULL);
+}
+
+static const struct store_step_instance *step_of(struct fx *f, const struct store_run *r,
+                                                 const char *step)
+{
+    struct store_step_instance *s = NULL;
+    size_t n = 0;
+    CK_STORE_OK(f->st, store_steps_of_run(f->st, &s, &n, r->id, 0, &f->mem));
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(s[i].step, step))
+            return &s[i];
+    return NULL;
+}
+
+static char *step_log(const struct fx *f, const char *dag, const struct store_run *r,
+                      const char *step, const char *file)
+{
+    char *p = xasprintf("%s/%s/%s/%s/%s", f->logs, dag, r->run_id, step, file);
+    char *t = test_read_file(p, NULL);
+    free(p);
+    return t;
+}
+
+START_TEST(test_examples_run_as_pods)
+{
+    struct fx f;
+    fx_init(&f, "kube_examples");
+    struct worker *w_cpu = start_worker(&f, "default", 8);
+    struct worker *w_gpu = start_worker(&f, "gpu", 1);
+    struct store_run iris =
+        trigger(&f, "iris", "{\"serving_dir\": \"/sluice/work/serving\", \"n_estimators\": 20}");
+    struct store_run ft = trigger(&f, "finetune", "{\"epochs\": 2}");
+    struct store_run etl = trigger(&f, "etl-fanout", "{\"shards\": 3, \"rows_per_shard\": 200}");
+    enum store_run_state s1 = wait_run(&f, &iris, 240000);
+    enum store_run_state s2 = wait_run(&f, &ft, 120000);
+    enum store_run_state s3 = wait_run(&f, &etl, 120000);
+    char *d1 = describe(&f, &iris), *d2 = describe(&f, &ft), *d3 = describe(&f, &etl);
+    ck_assert_msg(s1 == STORE_RUN_SUCCEEDED, "iris: %d\n%s", (int)s1, d1);
+    ck_assert_msg(s2 == STORE_RUN_SUCCEEDED, "finetune: %d\n%s", (int)s2, d2);
+    ck_assert_msg(s3 == STORE_RUN_SUCCEEDED, "etl-fanout: %d\n%s", (int)s3, d3);
+    /* outputs came back through the termination message */
+    const struct store_step_instance *ev = step_of(&f, &iris, "evaluate");
+    ck_assert_msg(ev && ev->output_params_json && strstr(ev->output_params_json, "accuracy"), "%s",
+                  d1);
+    const struct store_step_instance *dep = step_of(&f, &iris, "deploy");
+    ck_assert_msg(dep && dep->state == STORE_STEP_SUCCEEDED, "%s", d1);
+    const struct store_step_instance *tr = step_of(&f, &ft, "finetune");
+    ck_assert_msg(tr && tr->output_params_json && strstr(tr->output_params_json, "final_loss"),
+                  "%s", d2);
+    /* the logs: the step's own output and Kubernetes' view */
+    char *log = step_log(&f, "finetune", &ft, "finetune", "1.log");
+    ck_assert_msg(strstr(log, "scheduled on node gpu-1"), "%s", log);
+    free(log);
+    log = step_log(&f, "iris", &iris, "train", "1.log");
+    ck_assert_msg(strstr(log, "scheduled on node cpu-1") && strstr(log, "succeeded"), "%s", log);
+    free(log);
+    log = step_log(&f, "etl-fanout", &etl, "transform", "2.1.log");
+    ck_assert_msg(strstr(log, "pod \""), "%s", log);
+    free(log);
+    /* one pod per step instance, all deleted */
+    long created = harness_k8ssim_stat(&f.sim, "pods_created");
+    ck_assert_int_eq(created, 4 + 3 + (1 + 3 + 1 + 1));
+    ck_assert_int_eq(harness_k8ssim_stat(&f.sim, "live_pods"), 0);
+    free(d1);
+    free(d2);
+    free(d3);
+    stop_worker(w_cpu);
+    stop_worker(w_gpu);
+    fx_done(&f);
+}
+END_TEST
+
+/* sluice worker, as a process of its own that can be killed. */
+static pid_t spawn_worker(const struct fx *f, const char *id)
+{
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        setenv("SLUICE_REDIS_URL", f->redis_url, 1);
+        setenv("SLUICE_LOG_ROOT", f->logs, 1);
+        setenv("SLUICE_KUBERNETES_KUBECONFIG", f->kubeconfig, 1);
+        setenv("SLUICE_KUBERNETES_DEFAULT_IMAGE", "registry.example.com/ml/python:3.11", 1);
+        setenv("SLUICE_KUBERNETES_SLUICE_PATH", f->sluice, 1);
+        setenv("SLUICE_KUBERNETES_WORK_CLAIM", "work", 1);
+        setenv("SLUICE_KUBERNETES_DAGS_CLAIM", "dags", 1);
+        setenv("SLUICE_KUBERNETES_DAGS_MOUNT", f->dags, 1);
+        setenv("SLUICE_CONFIG", "/dev/null", 1);
+        int null_fd = open("/dev/null", O_WRONLY);
+        dup2(null_fd, 1);
+        execl(f->sluice, f->sluice, "worker", "--executor", "kubernetes", "--id", id,
+              "--visibility-timeout", "2s", "--heartbeat-interval", "500ms", (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+START_TEST(test_worker_killed_mid_step_is_replaced_and_adopts_the_pod)
+{
+    struct fx f;
+    fx_init(&f, "kube_adopt");
+    char *dag_path = xasprintf("%s/slow.yaml", f.dags);
+    FILE *dag = fopen(dag_path, "w");
+    free(dag_path);
+    ck_assert_ptr_nonnull(dag);
+    fputs("name: slow\nsteps:\n  - name: wait\n    command: [/bin/sh, -c, \"echo started; "
+          "sleep 4; echo finished; echo 7 > n.txt\"]\n    workdir: \"{{ attempt.dir }}\"\n"
+          "    outputs: {params: {n: n.txt}}\n",
+          dag);
+    fclose(dag);
+    pid_t w1 = spawn_worker(&f, "first");
+    struct store_run r = trigger(&f, "slow", NULL);
+    /* wait until the pod's step printed "started", then kill the worker outright */
+    char *logp = xasprintf("%s/slow/%s/wait/1.log", f.logs, r.run_id);
+    int64_t deadline = now_ms() + 60000;
+    for (;;) {
+        struct strbuf sb = STRBUF_INIT;
+        bool started = strbuf_read_file(&sb, logp, 1 << 20) == 0 && strstr(sb.buf, "started");
+        strbuf_release(&sb);
+        if (started)
+            break;
+        ck_assert_msg(now_ms() < deadline, "the step never started");
+        nap(50);
+    }
+    kill(w1, SIGKILL);
+    int status;
+    waitpid(w1, &status, 0);
+    pid_t w2 = spawn_worker(&f, "second");
+    enum store_run_state st = wait_run(&f, &r, 60000);
+    char *d = describe(&f, &r);
+    ck_assert_msg(st == STORE_RUN_SUCCEEDED, "%d\n%s", (int)st, d);
+    const struct store_step_instance *s = step_of(&f, &r, "wait");
+    ck_assert_int_eq(s->attempt, 1); /* the same attempt, not a retry */
+    ck_assert_msg(s->output_params_json && strstr(s->output_params_json, "\"7\""), "%s", d);
+    ck_assert_int_eq(harness_k8ssim_stat(&f.sim, "pods_created"), 1);
+    char *log = test_read_file(logp, NULL);
+    ck_assert_msg(strstr(log, "adopting the existing pod"), "%s", log);
+    ck_assert_msg(strstr(log, "finished"), "%s", log);
+    /* the second worker resumed the log where the first stopped: nothing twice */
+    const char *first = strstr(log, "\nstarted\n");
+    ck_assert_msg(first && !strstr(first + 1, "\nstarted\n"), "%s", log);
+    free(log);
+    free(d);
+    free(logp);
+    kill(w2, SIGTERM);
+    waitpid(w2, &status, 0);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    fx_done(&f);
+}
+END_TEST
+
+Suite *suite_integration_kube_examples(void)
+{
+    Suite *s = suite_create("integration_kube_examples");
+    TCase *tc = tcase_create("examples");
+    tcase_add_unchecked_fixture(tc, servers_setup, servers_teardown);
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_examples_run_as_pods);
+    tcase_add_test(tc, test_worker_killed_mid_step_is_replaced_and_adopts_the_pod);
+    suite_add_tcase(s, tc);
+    return s;
+}

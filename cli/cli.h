@@ -21,6 +21,8 @@ struct cli_command {
 int cmd_dag(int argc, char **argv);
 /* sluice db migrate|version */
 int cmd_db(int argc, char **argv);
+/* sluice config check */
+int cmd_config(int argc, char **argv);
 /* sluice scheduler */
 int cmd_scheduler(int argc, char **argv);
 /* sluice worker */

@@ -9,6 +9,7 @@
 static const struct cli_command commands[] = {
     {"dag", cmd_dag, "validate, draw and show DAG files"},
     {"db", cmd_db, "migrate the database schema, show its version"},
+    {"config", cmd_config, "check a configuration (sluice.yaml and SLUICE_* variables)"},
     {"scheduler", cmd_scheduler, "run the scheduler (leader election, DAG sync, cron, runs)"},
     {"worker", cmd_worker, "run a worker: take steps off a queue and run them"},
     {"standalone", cmd_standalone, "run everything on this machine, servers included"},

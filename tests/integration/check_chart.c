@@ -1049,6 +1049,32 @@ static void check_no_secret_keys(struct strbuf *problems, const cJSON *o, const 
     }
 }
 
+/* `sluice config check` on the ConfigMap's sluice.yaml: every key one sluice knows, every
+ * value one it takes (the chart and the binary cannot drift apart). */
+static void check_config_accepted(struct strbuf *problems, const struct render *r)
+{
+    const cJSON *cm = find_obj(r->docs, "ConfigMap", FULLNAME "-config");
+    const char *text = cm ? jkey(jget(cm, "data"), "sluice.yaml") : NULL;
+    if (!text) {
+        strbuf_addf(problems, "no ConfigMap with sluice.yaml\n");
+        return;
+    }
+    char path[] = "/tmp/sluice-chart-config-XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    char *argv[] = {(char *)test_sluice_bin(), "config", "check", "--config", path, NULL};
+    char *out = NULL, *err = NULL;
+    int rc = test_run(argv, &out, &err);
+    if (rc != 0)
+        strbuf_addf(problems, "sluice config check refuses sluice.yaml (exit %d): %s\n", rc,
+                    err ? err : "");
+    unlink(path);
+    free(out);
+    free(err);
+}
+
 /* sluice.yaml from the ConfigMap (caller deletes). */
 static cJSON *sluice_yaml(const struct render *r)
 {
@@ -1160,7 +1186,8 @@ static void check_render(struct strbuf *problems, const struct render *r,
         }
     }
 
-    /* sluice.yaml: no secret, and consistent with the mounts. */
+    /* sluice.yaml: accepted by the binary itself, no secret, consistent with the mounts. */
+    check_config_accepted(problems, r);
     cJSON *conf = sluice_yaml(r);
     check_no_secret_keys(problems, conf, "");
     const cJSON *api = find_obj(r->docs, "Deployment", FULLNAME "-api");

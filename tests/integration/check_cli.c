@@ -230,6 +230,41 @@ START_TEST(test_run_commands_refuse_bad_input)
 }
 END_TEST
 
+/* sluice config check: what every role would refuse at start, without starting anything. */
+START_TEST(test_config_check)
+{
+    char dir[] = "/tmp/sluice-cli-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    struct {
+        const char *text;
+        int rc;
+        const char *says;
+    } cases[] = {
+        {"worker:\n  slots: 3\ngit:\n  url: https://git.example/dags.git\n  path: dags\n", 0,
+         ": ok"},
+        {"artifacts:\n  type: s3\n", 2, "c.yaml:2:3: unknown key 'artifacts.type'"},
+        {"git:\n  url: https://git.example/dags.git\n  ref: 'bad..ref'\n", 2, "git.ref 'bad..ref'"},
+        {"git:\n  url: git@git.example:org/dags.git\n", 2, "known_hosts"},
+        {"git:\n  url: file:///srv/dags.git\n  path: ../up\n", 2, "git.path"},
+        {"worker:\n  executor: kubernetes\nkubernetes:\n  helper: sideways\n", 2, "helper"},
+        {"git:\n  interval: soon\n", 2, "git.interval must be a duration"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *path = write_temp(dir, "c.yaml", cases[i].text);
+        char *out, *err;
+        int rc = run_sluice(&out, &err, "config", "check", "--config", path, NULL, NULL);
+        ck_assert_msg(rc == cases[i].rc, "case %zu: exit %d, stderr:\n%s", i, rc, err);
+        ck_assert_msg(strstr(rc ? err : out, cases[i].says), "case %zu: %s%s", i, out, err);
+        free(out);
+        free(err);
+        free(path);
+    }
+    char *cmd = xasprintf("rm -rf '%s'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+    free(cmd);
+}
+END_TEST
+
 Suite *suite_integration_cli(void)
 {
     Suite *s = suite_create("integration_cli");
@@ -240,6 +275,7 @@ Suite *suite_integration_cli(void)
     tcase_add_test(tc, test_graph_and_show);
     tcase_add_test(tc, test_usage_errors);
     tcase_add_test(tc, test_run_commands_refuse_bad_input);
+    tcase_add_test(tc, test_config_check);
     suite_add_tcase(s, tc);
     return s;
 }

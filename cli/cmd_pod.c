@@ -2,8 +2,12 @@
  * cli/cmd_pod.c - sluice pod: the pod-side helper of the kubernetes executor.
  *
  *   sluice pod install DEST
- *       copies this binary to DEST (mode 0755): the init container of a step pod runs it
- *       from the sluice image into an emptyDir the main container mounts
+ *       copies this binary to DEST (mode 0755), and beside it the dynamic loader and every
+ *       shared library it runs with (as /proc/self/maps lists them) as <dir>/ld.so and
+ *       <dir>/lib/: the init container of a step pod runs it from the sluice image into an
+ *       emptyDir, and the main container starts the helper as
+ *       <dir>/ld.so --library-path <dir>/lib DEST ..., so it needs nothing from the step's
+ *       image (any x86-64 Linux image: distroless, Alpine, another glibc)
  *   sluice pod exec [--message-file F] [--mkdir DIR]... [--param NAME=PATH]... -- ARGV...
  *       runs ARGV as the step (its own process group; SIGTERM, SIGINT and SIGHUP are
  *       passed on to it), then, if it exited 0, reads each output param from PATH
@@ -16,6 +20,8 @@
  * is 1; the worker reports that error as the reason. 2: a usage error. docs/kubernetes.md
  * ("Output params") is the contract with worker/kube_exec.c.
  */
+/* dl_iterate_phdr() is a GNU extension: the loaded objects, by the names they were loaded by */
+#define _GNU_SOURCE
 #include "cli/cli.h"
 #include "common/error.h"
 #include "common/strbuf.h"
@@ -25,6 +31,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <link.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,22 +68,17 @@ static int mkdir_p(const char *path)
     return rc;
 }
 
-/* sluice pod install DEST */
-static int pod_install(const char *dest)
+/* Copies src to dest (via dest.tmp and a rename) with mode. Returns 0 or 1 (reported). */
+static int copy_file(const char *src, const char *dest, mode_t mode)
 {
-    int in = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+    int in = open(src, O_RDONLY | O_CLOEXEC);
     char *tmp = xasprintf("%s.tmp", dest);
     int out = -1, rc = 1;
-    char *slash = strrchr(dest, '/');
-    if (slash && slash != dest) {
-        char *parent = xstrndup(dest, (size_t)(slash - dest));
-        (void)mkdir_p(parent);
-        free(parent);
-    }
     if (in >= 0)
-        out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
+        out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
     if (in < 0 || out < 0) {
-        fprintf(stderr, "sluice pod install: cannot copy to '%s': %s\n", dest, strerror(errno));
+        fprintf(stderr, "sluice pod install: cannot copy '%s' to '%s': %s\n", src, dest,
+                strerror(errno));
         goto cleanup;
     }
     char buf[65536];
@@ -91,7 +93,7 @@ static int pod_install(const char *dest)
             off += w;
         }
     }
-    if (n < 0 || fchmod(out, 0755) < 0 || close(out) < 0) {
+    if (n < 0 || fchmod(out, mode) < 0 || close(out) < 0) {
         out = -1;
         fprintf(stderr, "sluice pod install: '%s': %s\n", tmp, strerror(errno));
         goto cleanup;
@@ -110,6 +112,65 @@ cleanup:
     if (rc)
         unlink(tmp);
     free(tmp);
+    return rc;
+}
+
+struct lib_walk {
+    const char *libdir, *dir;
+    int rc;
+    bool have_loader;
+};
+
+/* One loaded object: copied to <libdir>/<the name it was loaded by> (its SONAME, e.g.
+ * libcurl.so.4, which is what the loader looks for), and the loader also to <dir>/ld.so. */
+static int copy_object(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    (void)size;
+    struct lib_walk *w = arg;
+    const char *path = info->dlpi_name;
+    if (w->rc || !path || path[0] != '/')
+        return 0; /* the executable itself, or the vDSO */
+    const char *base = strrchr(path, '/') + 1;
+    char *dest = xasprintf("%s/%s", w->libdir, base);
+    struct stat st;
+    if (stat(dest, &st) < 0)
+        w->rc = copy_file(path, dest, 0755);
+    free(dest);
+    if (w->rc == 0 && !strncmp(base, "ld-linux", 8)) {
+        char *loader = xasprintf("%s/ld.so", w->dir);
+        w->rc = copy_file(path, loader, 0755);
+        free(loader);
+        w->have_loader = true;
+    }
+    return 0;
+}
+
+/* Copies the shared objects this process runs with into <dir>/lib, and the dynamic loader
+ * also as <dir>/ld.so. */
+static int install_libraries(const char *dir)
+{
+    char *libdir = xasprintf("%s/lib", dir);
+    struct lib_walk w = {libdir, dir, mkdir_p(libdir) < 0 ? 1 : 0, false};
+    if (w.rc == 0)
+        dl_iterate_phdr(copy_object, &w);
+    if (w.rc == 0 && !w.have_loader) {
+        fprintf(stderr, "sluice pod install: no dynamic loader among this process's objects\n");
+        w.rc = 1;
+    }
+    free(libdir);
+    return w.rc;
+}
+
+/* sluice pod install DEST */
+static int pod_install(const char *dest)
+{
+    char *slash = strrchr(dest, '/');
+    char *dir = slash && slash != dest ? xstrndup(dest, (size_t)(slash - dest)) : xstrdup(".");
+    (void)mkdir_p(dir);
+    int rc = copy_file("/proc/self/exe", dest, 0755);
+    if (rc == 0)
+        rc = install_libraries(dir);
+    free(dir);
     return rc;
 }
 

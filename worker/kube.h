@@ -47,10 +47,14 @@
 
 struct strbuf;
 
-#define KUBE_MAIN_CONTAINER       "main"
-#define KUBE_INIT_CONTAINER       "sluice-init"
-#define KUBE_HELPER_DIR           "/var/run/sluice"
-#define KUBE_HELPER_BIN           "/var/run/sluice/sluice"
+#define KUBE_MAIN_CONTAINER "main"
+#define KUBE_INIT_CONTAINER "sluice-init"
+#define KUBE_HELPER_DIR     "/var/run/sluice"
+#define KUBE_HELPER_BIN     "/var/run/sluice/sluice"
+/* The helper brings its own dynamic loader and shared libraries (sluice pod install), so
+ * it runs in any x86-64 Linux image: distroless, Alpine (musl) or another glibc. */
+#define KUBE_HELPER_LOADER        "/var/run/sluice/ld.so"
+#define KUBE_HELPER_LIBS          "/var/run/sluice/lib"
 #define KUBE_TERMINATION_PATH     "/dev/termination-log"
 #define KUBE_TERMINATION_MAX      4096 /* bytes of a termination message (the kubelet's cap) */
 #define KUBE_POD_NAME_MAX         63

@@ -512,12 +512,16 @@ int kube_pod_build(cJSON **out, const cJSON *spec, const struct kube_options *o,
     cJSON *cmd = cJSON_AddArrayToObject(c, "command");
     cJSON *argv_out = cJSON_CreateArray();
     if (o->helper != KUBE_HELPER_NONE) {
-        const char *bin = o->helper == KUBE_HELPER_INIT
-                              ? KUBE_HELPER_BIN
-                              : str_or(o->sluice_path, "/usr/local/bin/sluice");
-        const char *fixed[] = {
-            bin,       "pod",   "exec",    "--message-file", KUBE_TERMINATION_PATH,
-            "--mkdir", run_dir, "--mkdir", attempt_dir};
+        if (o->helper == KUBE_HELPER_INIT) { /* through its own loader and libraries */
+            const char *loader[] = {KUBE_HELPER_LOADER, "--library-path", KUBE_HELPER_LIBS,
+                                    KUBE_HELPER_BIN};
+            for (size_t i = 0; i < sizeof(loader) / sizeof(loader[0]); i++)
+                cJSON_AddItemToArray(cmd, escaped(loader[i]));
+        } else {
+            cJSON_AddItemToArray(cmd, escaped(str_or(o->sluice_path, "/usr/local/bin/sluice")));
+        }
+        const char *fixed[] = {"pod",     "exec",  "--message-file", KUBE_TERMINATION_PATH,
+                               "--mkdir", run_dir, "--mkdir",        attempt_dir};
         for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
             cJSON_AddItemToArray(cmd, escaped(fixed[i]));
         cJSON_ArrayForEach(it, params)

@@ -130,6 +130,29 @@ START_TEST(test_install_and_usage)
     ck_assert_int_eq(test_run(argv2, &out, NULL), 0); /* the copy runs */
     ck_assert_ptr_nonnull(strstr(out, "sluice pod exec"));
     free(out);
+    /* it brought its loader and every library it needs: the loader resolves each one
+     * inside lib/, none from the machine, so a step image needs none of them */
+    char *loader = xasprintf("%s/bin/ld.so", dir), *libs = xasprintf("%s/bin/lib", dir);
+    char *list[] = {loader, "--list", "--library-path", libs, dest, NULL};
+    ck_assert_int_eq(test_run(list, &out, NULL), 0);
+    size_t resolved = 0;
+    for (char *line = out, *eol; line && *line; line = eol ? eol + 1 : NULL) {
+        eol = strchr(line, '\n');
+        if (eol)
+            *eol = '\0';
+        const char *arrow = strstr(line, " => ");
+        if (!arrow || strstr(line, "ld-linux"))
+            continue; /* the vDSO, and the loader (it is ld.so itself) */
+        ck_assert_msg(!strncmp(arrow + 4, libs, strlen(libs)), "resolved outside: %s", line);
+        resolved++;
+    }
+    ck_assert_uint_gt(resolved, 5); /* libc, libcurl, libpq, libgit2, libuv, ... */
+    free(out);
+    char *through[] = {loader, "--library-path", libs, dest, "pod", "exec",
+                       "--",   "/bin/true",      NULL};
+    ck_assert_int_eq(test_run(through, NULL, NULL), 0);
+    free(loader);
+    free(libs);
     char *a3[] = {
         (char *)test_sluice_bin(), "pod", "exec", "--param", "noequals", "--", "true", NULL};
     ck_assert_int_eq(test_run(a3, NULL, NULL), 2);

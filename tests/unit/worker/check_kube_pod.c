@@ -187,7 +187,11 @@ START_TEST(test_pod_fields)
                      "1");
     ck_assert_ptr_null(at(c, "resources.limits.cpu"));
     /* the command goes through the helper; $(VAR) expanded here, then '$' escaped */
-    ck_assert_str_eq(str_at(c, "command.0"), KUBE_HELPER_BIN);
+    ck_assert_str_eq(str_at(c, "command.0"), KUBE_HELPER_LOADER);
+    ck_assert_str_eq(str_at(c, "command.1"), "--library-path");
+    ck_assert_str_eq(str_at(c, "command.2"), KUBE_HELPER_LIBS);
+    ck_assert_str_eq(str_at(c, "command.3"), KUBE_HELPER_BIN);
+    ck_assert_str_eq(str_at(c, "command.4"), "pod");
     ck_assert_str_eq(str_at(c, "image"), "python:3.11-slim");
     char *all = cJSON_PrintUnformatted(at(c, "command"));
     ck_assert_ptr_nonnull(strstr(all, "\"--param\",\"accuracy=/sluice/work/iris/manual__2026/"

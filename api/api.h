@@ -55,6 +55,10 @@ struct api_options {
     int64_t follow_poll_ms;       /* live logs look for new bytes this often; 0: 250 ms */
     int64_t scheduler_stale_ms;   /* /health: a heartbeat older is "stale"; 0: 60 s */
     int64_t backfill_interval_ms; /* how often backfills are moved on; 0: 1 s */
+    /* the artifact repository (worker/artifacts.h), borrowed: a finished attempt's log
+     * that log_root no longer has is served from its archive (artifacts.archive_logs);
+     * NULL: none. It must outlive api_server_free(). */
+    struct artifacts_repo *artifacts;
 };
 
 /*

@@ -151,6 +151,8 @@ bool api_check_step(const char *s, struct api_resp *rs);
 /* --- what handlers need from the server (server.c) -------------------------------------- */
 
 const char *api_server_log_root(const struct api_server *s);
+/* The artifact repository of archived step logs, or NULL. Thread-safe to use. */
+struct artifacts_repo *api_server_artifacts(const struct api_server *s);
 const char *api_server_webhook_secret(const struct api_server *s);
 int64_t api_server_started_ms(const struct api_server *s);
 int64_t api_server_scheduler_stale_ms(const struct api_server *s);

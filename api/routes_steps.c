@@ -18,6 +18,7 @@
  * X-Log-Size and X-Next-Offset tell a client where to continue.
  */
 #include "api/api_int.h"
+#include "worker/artifacts.h"
 
 #include "common/error.h"
 #include "common/xalloc.h"
@@ -296,6 +297,20 @@ void api_h_step_log(struct api_ctx *c, struct api_req *rq, struct api_resp *rs)
     struct stat sb;
     int64_t size = stat(path, &sb) == 0 ? (int64_t)sb.st_size : -1;
     bool active = attempt_active(found->state);
+    int archived = -1; /* the archived copy, when the log volume no longer has the log */
+    if (size < 0 && !active && api_server_artifacts(c->srv)) {
+        struct strbuf why = STRBUF_INIT;
+        if (artifacts_open_log(api_server_artifacts(c->srv), run.dag_id, run.run_id, step,
+                               found->map_index, found->attempt, NULL, &archived, &why) == 0 &&
+            fstat(archived, &sb) == 0) {
+            free(path);
+            path = xasprintf("/proc/self/fd/%d", archived); /* read_at() reads it by name */
+            size = (int64_t)sb.st_size;
+            follow = false; /* the attempt is over: nothing more will come */
+            api_header(rs, "x-log-source", "archive");
+        }
+        strbuf_release(&why);
+    }
     if (size < 0 && !active && !follow) {
         api_error(rs, 404, "not_found", NULL,
                   "attempt %d of step '%s' wrote no log (it may not have started)", found->attempt,
@@ -352,8 +367,12 @@ void api_h_step_log(struct api_ctx *c, struct api_req *rq, struct api_resp *rs)
         api_error(rs, 500, "internal", NULL, "cannot read the log of attempt %d of step '%s'",
                   found->attempt, step);
         free(path);
+        if (archived >= 0)
+            close(archived);
         return;
     }
+    if (archived >= 0)
+        close(archived);
     rs->status = 200;
     rs->content_type = "text/plain; charset=utf-8";
     char num[32];

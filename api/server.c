@@ -120,6 +120,7 @@ struct conn {
 struct api_server {
     /* options, copied */
     char *database_url, *redis_url, *listen, *log_root, *webhook_secret;
+    struct artifacts_repo *artifacts; /* borrowed; NULL: none */
     size_t threads, max_body_bytes;
     int64_t request_timeout_ms, shutdown_grace_ms, follow_poll_ms, scheduler_stale_ms;
     int64_t backfill_interval_ms;
@@ -176,6 +177,11 @@ static uint64_t mono_ns(void)
 }
 
 /* --- accessors for handlers --------------------------------------------------------------- */
+
+struct artifacts_repo *api_server_artifacts(const struct api_server *s)
+{
+    return s->artifacts;
+}
 
 const char *api_server_log_root(const struct api_server *s)
 {
@@ -949,6 +955,7 @@ int api_server_new(struct api_server **out, const struct api_options *o, struct 
     s->redis_url = xstrdup(o->redis_url);
     s->listen = xstrdup(o->listen ? o->listen : "127.0.0.1:8080");
     s->log_root = xstrdup(o->log_root ? o->log_root : ".sluice/logs/steps");
+    s->artifacts = o->artifacts;
     s->webhook_secret = o->webhook_secret && *o->webhook_secret ? xstrdup(o->webhook_secret) : NULL;
     s->threads = o->threads ? o->threads : 8;
     s->max_body_bytes = o->max_body_bytes ? o->max_body_bytes : (size_t)1 << 20;

@@ -48,11 +48,12 @@ int cmd_api(int argc, char **argv);
 
 struct sl_config;
 struct cli_api;
+struct artifacts_repo;
 /* Starts the API server in a thread of this process (sluice standalone): migrates, makes
  * and prints the bootstrap admin token on a database without tokens, binds api.listen.
  * Returns 0 and sets *out, or -1 after printing why. */
 int cli_api_start(struct cli_api **out, const struct sl_config *c, const char *db_url,
-                  const char *redis_url);
+                  const char *redis_url, struct artifacts_repo *artifacts);
 /* The port it listens on. */
 int cli_api_port(const struct cli_api *a);
 /* Stops it gracefully and frees it; NULL is fine. */

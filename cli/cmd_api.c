@@ -13,6 +13,7 @@
  */
 #include "api/api.h"
 #include "cli/cli.h"
+#include "worker/artifacts.h"
 #include "common/config.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -96,9 +97,10 @@ static int prepare_database(const char *db_url)
 }
 
 static void api_options_from(struct api_options *o, const struct sl_config *c, const char *db,
-                             const char *redis)
+                             const char *redis, struct artifacts_repo *artifacts)
 {
     memset(o, 0, sizeof(*o));
+    o->artifacts = artifacts;
     o->database_url = db;
     o->redis_url = redis;
     o->listen = c->api.listen;
@@ -125,12 +127,12 @@ static void *api_main(void *arg)
 }
 
 int cli_api_start(struct cli_api **out, const struct sl_config *c, const char *db_url,
-                  const char *redis_url)
+                  const char *redis_url, struct artifacts_repo *artifacts)
 {
     if (prepare_database(db_url) < 0)
         return -1;
     struct api_options o;
-    api_options_from(&o, c, db_url, redis_url);
+    api_options_from(&o, c, db_url, redis_url, artifacts);
     struct strbuf err = STRBUF_INIT;
     struct cli_api *a = xcalloc(1, sizeof(*a));
     if (api_server_new(&a->srv, &o, &err) < 0) {
@@ -223,14 +225,23 @@ int cmd_api(int argc, char **argv)
         sl_config_release(&c);
         return 1;
     }
+    /* archived step logs are served from the artifact repository (artifacts.*) */
+    struct artifacts_repo *artifacts = NULL;
+    if (artifacts_open(&artifacts, &c, &err) < 0) {
+        fprintf(stderr, "error: configuration:\n%s", err.buf);
+        strbuf_release(&err);
+        sl_config_release(&c);
+        return 2;
+    }
     struct api_options o;
-    api_options_from(&o, &c, c.database_url, c.redis_url);
+    api_options_from(&o, &c, c.database_url, c.redis_url, artifacts);
     struct api_server *s = NULL;
     int rc = api_server_new(&s, &o, &err);
     sl_config_release(&c);
     if (rc < 0) {
         fprintf(stderr, "error: %s\n", err.buf);
         strbuf_release(&err);
+        artifacts_close(artifacts);
         return rc == SL_EINVAL ? 2 : 1;
     }
     strbuf_release(&err);
@@ -243,5 +254,6 @@ int cmd_api(int argc, char **argv)
     rc = api_server_run(s);
     serving = NULL;
     api_server_free(s);
+    artifacts_close(artifacts);
     return rc < 0 ? 1 : 0;
 }

@@ -269,7 +269,7 @@ int cmd_standalone(int argc, char **argv)
     }
     /* the REST API, in a thread of its own (prints an admin token on the first start) */
     struct cli_api *api = NULL;
-    if (cli_api_start(&api, &c, k.db_url, k.redis_url) < 0) {
+    if (cli_api_start(&api, &c, k.db_url, k.redis_url, k.artifacts) < 0) {
         stack_stop(&k);
         sl_config_release(&c);
         return 1;

@@ -10,6 +10,8 @@
  * items, enum). So the document is the contract, and these tests hold the server to it.
  */
 #include "api/api.h"
+#include "common/config.h"
+#include "worker/artifacts.h"
 #include "common/error.h"
 #include "common/timeutil.h"
 #include "common/xalloc.h"
@@ -350,6 +352,8 @@ struct fx {
     char *db_url;
     char *redis_url;
     char log_root[64];
+    char archive[64];                 /* the fs artifact repository's root */
+    struct artifacts_repo *artifacts; /* archived step logs */
     struct store *st;
     struct api_server *srv;
     pthread_t thread;
@@ -427,7 +431,15 @@ static void fx_start_opts(struct fx *f, const char *db, const char *secret, size
     f->redis_url = xasprintf("unix://%s", redis.socket_path);
     snprintf(f->log_root, sizeof(f->log_root), "/tmp/sluice-api-logs-XXXXXX");
     ck_assert_ptr_nonnull(mkdtemp(f->log_root));
+    snprintf(f->archive, sizeof(f->archive), "/tmp/sluice-api-archive-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(f->archive));
     struct strbuf err = STRBUF_INIT;
+    struct sl_config ac = {0};
+    ac.artifacts.repository = "fs";
+    ac.artifacts.root = f->archive;
+    ac.artifacts.prefix = "";
+    ac.artifacts.compression = "gzip";
+    ck_assert_msg(artifacts_open(&f->artifacts, &ac, &err) == 0, "%s", err.buf);
     ck_assert_int_eq(store_open(&f->st, f->db_url, NULL, &err), 0);
     strbuf_release(&err);
     CK_STORE_OK(f->st, store_migrate(f->st, NULL, NULL));
@@ -446,7 +458,8 @@ static void fx_start_opts(struct fx *f, const char *db, const char *secret, size
                             .follow_poll_ms = 50,
                             .token_cache_ttl_ms = 60000,
                             .request_timeout_ms = fx_request_timeout_ms,
-                            .backfill_interval_ms = 50};
+                            .backfill_interval_ms = 50,
+                            .artifacts = f->artifacts};
     ck_assert_int_eq(api_server_new(&f->srv, &o, &err), 0);
     strbuf_release(&err);
     port = api_server_port(f->srv);
@@ -468,7 +481,9 @@ static void fx_stop(struct fx *f)
         f->srv = NULL;
     }
     store_close(f->st);
-    char *cmd = xasprintf("rm -rf '%s'", f->log_root);
+    artifacts_close(f->artifacts);
+    f->artifacts = NULL;
+    char *cmd = xasprintf("rm -rf '%s' '%s'", f->log_root, f->archive);
     ck_assert_int_eq(system(cmd), 0);
     free(cmd);
     free(f->db_url);
@@ -1051,6 +1066,22 @@ START_TEST(test_steps_logs_retry)
     r = http("GET", "/api/v1/dags/iris/runs/r1/steps/prep/logs/1", NULL, f.viewer);
     CK_STATUS(r, 404); /* the attempt exists, its file does not */
     reply_free(&r);
+    /* ... until its archived copy is in the artifact repository: served from there */
+    struct strbuf key = STRBUF_INIT;
+    artifacts_log_key(&key, "iris", "r1", "prep", -1, 1);
+    char *archived = xasprintf("%s/%s", f.archive, key.buf);
+    char *mk = xasprintf("mkdir -p \"$(dirname '%s')\" && printf 'kept\\nsafe\\n' > '%s'", archived,
+                         archived);
+    ck_assert_int_eq(system(mk), 0);
+    r = http("GET", "/api/v1/dags/iris/runs/r1/steps/prep/logs/1?tail=1", NULL, f.viewer);
+    CK_STATUS(r, 200);
+    ck_assert_str_eq(r.body, "safe\n");
+    ck_assert_ptr_nonnull(strstr(r.headers, "x-log-source: archive"));
+    ck_assert_ptr_nonnull(strstr(r.headers, "x-log-size: 10"));
+    reply_free(&r);
+    free(mk);
+    free(archived);
+    strbuf_release(&key);
     r = http("GET", "/api/v1/dags/iris/runs/r1/steps/train/logs/1?tail=x", NULL, f.viewer);
     CK_STATUS(r, 400);
     reply_free(&r);

@@ -8,6 +8,9 @@
  *   sluice artifact put [--config F] KEY PATH
  *   sluice artifact put [--config F] --spec FILE --workdir DIR [--log FILE]
  *
+ * --spec-env NAME instead of --spec FILE reads the spec from the variable NAME: what a
+ * step pod's stage-in init container runs (docs/kubernetes.md, "Artifacts").
+ *
  * SOURCE is a key (<dag>/<run>/<step>/<attempt>/<name>, below artifacts.prefix), a JSON
  * list of keys, s3://bucket/key, file:///path or an http(s):// URL. --spec reads a step's
  * dispatch spec (the JSON the scheduler renders; "-" for stdin) and stages all of its
@@ -40,6 +43,7 @@ static void usage(FILE *out)
                  "       sluice artifact get [--config F] --spec FILE --workdir DIR\n"
                  "       sluice artifact put [--config F] KEY PATH\n"
                  "       sluice artifact put [--config F] --spec FILE --workdir DIR [--log FILE]\n"
+                 "       (--spec-env NAME: the spec from the variable NAME instead of a file)\n"
                  "\n"
                  "SOURCE: a key, s3://bucket/key, file:///path or http(s)://url.\n"
                  "exit status: 0 done, 1 transfer failed, 2 usage or configuration, 3 not found,\n"
@@ -60,10 +64,19 @@ static int exit_code(int rc)
     }
 }
 
-static cJSON *read_spec(const char *path)
+static cJSON *read_spec(const char *path, const char *env_name)
 {
     struct strbuf sb = STRBUF_INIT;
-    if (!strcmp(path, "-")) {
+    if (env_name) {
+        const char *v = getenv(env_name);
+        if (!v) {
+            fprintf(stderr, "error: the variable '%s' that should hold the spec is not set\n",
+                    env_name);
+            return NULL;
+        }
+        strbuf_addstr(&sb, v);
+        path = env_name;
+    } else if (!strcmp(path, "-")) {
         char buf[8192];
         size_t n;
         while ((n = fread(buf, 1, sizeof(buf), stdin)) > 0)
@@ -96,7 +109,7 @@ int cmd_artifact(int argc, char **argv)
         return 2;
     }
     const char *config = NULL, *git = NULL, *commit = NULL, *spec_path = NULL, *workdir = NULL,
-               *log_path = NULL;
+               *log_path = NULL, *spec_env = NULL;
     const char *pos[2];
     int npos = 0;
     for (int i = 2; i < argc; i++) {
@@ -109,6 +122,8 @@ int cmd_artifact(int argc, char **argv)
             commit = v;
         else if ((v = cli_flag_value(argc, argv, &i, "--spec")))
             spec_path = v;
+        else if ((v = cli_flag_value(argc, argv, &i, "--spec-env")))
+            spec_env = v;
         else if ((v = cli_flag_value(argc, argv, &i, "--workdir")))
             workdir = v;
         else if ((v = cli_flag_value(argc, argv, &i, "--log")))
@@ -126,6 +141,13 @@ int cmd_artifact(int argc, char **argv)
         }
     }
     bool is_get = !strcmp(verb, "get");
+    if (spec_env && spec_path) {
+        fprintf(stderr, "error: --spec and --spec-env are exclusive\n\n");
+        usage(stderr);
+        return 2;
+    }
+    if (spec_env)
+        spec_path = spec_env; /* read from the variable below */
     bool ok_usage = spec_path ? (workdir && npos == 0 && !git)
                     : git     ? (is_get && commit && npos == 1)
                               : (npos == 2 && !workdir && !commit && !log_path);
@@ -165,7 +187,7 @@ int cmd_artifact(int argc, char **argv)
     }
 
     if (spec_path) {
-        cJSON *spec = read_spec(spec_path);
+        cJSON *spec = read_spec(spec_path, spec_env);
         if (!spec) {
             artifacts_close(repo);
             strbuf_release(&err);

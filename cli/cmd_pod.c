@@ -8,24 +8,33 @@
  *       emptyDir, and the main container starts the helper as
  *       <dir>/ld.so --library-path <dir>/lib DEST ..., so it needs nothing from the step's
  *       image (any x86-64 Linux image: distroless, Alpine, another glibc)
- *   sluice pod exec [--message-file F] [--mkdir DIR]... [--param NAME=PATH]... -- ARGV...
+ *   sluice pod exec [--message-file F] [--mkdir DIR]... [--param NAME=PATH]...
+ *                   [--artifacts VAR] -- ARGV...
  *       runs ARGV as the step (its own process group; SIGTERM, SIGINT and SIGHUP are
  *       passed on to it), then, if it exited 0, reads each output param from PATH
- *       (relative to the working directory; one trailing newline trimmed) and writes
- *       {"outputs": {NAME: value, ...}} to F, the container's terminationMessagePath
+ *       (relative to the working directory; one trailing newline trimmed), stores the
+ *       declared output artifacts of the spec in the variable VAR from the working
+ *       directory into the repository that the SLUICE_ARTIFACTS_* variables describe (no
+ *       sluice.yaml is read), and writes {"outputs": {NAME: value, ...}} to F, the
+ *       container's terminationMessagePath
  *
  * Exit status: the step's (128 + N when killed by signal N). When the step succeeded but
  * an output param is missing, has a '..' component, or the outputs do not fit in a
- * termination message (4096 bytes of JSON), F gets {"error": "..."} and the exit status
- * is 1; the worker reports that error as the reason. 2: a usage error. docs/kubernetes.md
- * ("Output params") is the contract with worker/kube_exec.c.
+ * termination message (4096 bytes of JSON), or an output artifact is missing or cannot
+ * be stored, F gets {"error": "...", "kind": "step" | "error" | "transient"} (kind: who
+ * is to blame, as worker/artifacts.h's blame) and the exit status is 1; the worker
+ * reports that error as the reason with that failure kind. 2: a usage error.
+ * docs/kubernetes.md ("Output params", "Artifacts") is the contract with
+ * worker/kube_exec.c.
  */
 /* dl_iterate_phdr() is a GNU extension: the loaded objects, by the names they were loaded by */
 #define _GNU_SOURCE
 #include "cli/cli.h"
+#include "common/config.h"
 #include "common/error.h"
 #include "common/strbuf.h"
 #include "common/xalloc.h"
+#include "worker/artifacts.h"
 #include "worker/kube.h"
 
 #include <cjson/cJSON.h>
@@ -44,7 +53,7 @@ static void pod_usage(FILE *out)
 {
     fprintf(out, "usage: sluice pod install DEST\n"
                  "       sluice pod exec [--message-file F] [--mkdir DIR]... "
-                 "[--param NAME=PATH]... -- ARGV...\n");
+                 "[--param NAME=PATH]... [--artifacts VAR] -- ARGV...\n");
 }
 
 static int mkdir_p(const char *path)
@@ -240,10 +249,70 @@ static void write_message(const char *path, const char *text)
     close(fd);
 }
 
+static const char *blame_kind(enum artifacts_blame blame)
+{
+    switch (blame) {
+    case ARTIFACTS_BLAME_STEP:
+        return "step";
+    case ARTIFACTS_BLAME_TRANSIENT:
+        return "transient";
+    case ARTIFACTS_BLAME_ERROR:
+        break;
+    }
+    return "error";
+}
+
+/* Stores the declared output artifacts of the spec in the variable var from the working
+ * directory (progress lines on stderr, the container's log). Returns NULL, or the error
+ * (newly allocated) with *kind set to who is to blame. */
+static char *store_outputs(const char *var, const char **kind)
+{
+    struct strbuf err = STRBUF_INIT;
+    struct sl_config c;
+    struct artifacts_repo *repo = NULL;
+    cJSON *spec = NULL;
+    char cwd[4096];
+    *kind = "error";
+    const char *text = getenv(var);
+    if (!text || !cJSON_IsObject(spec = cJSON_Parse(text))) {
+        strbuf_addf(&err, "output artifacts: the variable '%s' holds no spec", var);
+        goto cleanup;
+    }
+    /* the repository from SLUICE_ARTIFACTS_* only: never a sluice.yaml of the image */
+    struct strbuf cerr = STRBUF_INIT;
+    int rc = sl_config_load(&c, "/dev/null", &cerr);
+    if (rc == 0)
+        rc = artifacts_open(&repo, &c, &cerr);
+    sl_config_release(&c);
+    if (rc < 0) {
+        while (cerr.len && cerr.buf[cerr.len - 1] == '\n')
+            cerr.buf[--cerr.len] = '\0';
+        strbuf_addf(&err, "output artifacts: the repository's settings: %s", cerr.buf);
+        strbuf_release(&cerr);
+        goto cleanup;
+    }
+    strbuf_release(&cerr);
+    if (!getcwd(cwd, sizeof(cwd))) {
+        strbuf_addf(&err, "output artifacts: getcwd: %s", strerror(errno));
+        goto cleanup;
+    }
+    enum artifacts_blame blame = ARTIFACTS_BLAME_ERROR;
+    if (artifacts_stage_out(repo, spec, cwd, 2, NULL, &blame, &err) < 0)
+        *kind = blame_kind(blame);
+cleanup:
+    artifacts_close(repo);
+    cJSON_Delete(spec);
+    if (err.len == 0) {
+        strbuf_release(&err);
+        return NULL;
+    }
+    return strbuf_detach(&err, NULL);
+}
+
 /* sluice pod exec ... -- ARGV */
 static int pod_exec(int argc, char **argv)
 {
-    const char *message_file = NULL;
+    const char *message_file = NULL, *artifacts_var = NULL;
     char **params = xcalloc((size_t)argc, sizeof(char *));
     size_t n_params = 0;
     int i = 1, rc = 2;
@@ -251,6 +320,8 @@ static int pod_exec(int argc, char **argv)
         const char *v;
         if ((v = cli_flag_value(argc, argv, &i, "--message-file"))) {
             message_file = v;
+        } else if ((v = cli_flag_value(argc, argv, &i, "--artifacts"))) {
+            artifacts_var = v;
         } else if ((v = cli_flag_value(argc, argv, &i, "--mkdir"))) {
             int e = mkdir_p(v);
             if (e < 0)
@@ -312,11 +383,16 @@ static int pod_exec(int argc, char **argv)
     rc = WEXITSTATUS(status);
     if (rc != 0)
         goto cleanup;
+    sigprocmask(SIG_SETMASK, &old, NULL); /* the step is gone: a stop now stops the helper */
     char *error = NULL;
+    const char *kind = "step";
     char *text = read_params(&error, params, n_params);
+    if (!error && artifacts_var)
+        error = store_outputs(artifacts_var, &kind);
     if (error) {
         cJSON *e = cJSON_CreateObject();
         cJSON_AddStringToObject(e, "error", error);
+        cJSON_AddStringToObject(e, "kind", kind);
         char *etext = cJSON_PrintUnformatted(e);
         fprintf(stderr, "sluice pod exec: %s\n", error);
         write_message(message_file, etext);

@@ -152,6 +152,21 @@ int cli_kube_options(struct kube_options *ko, const struct sl_config *c)
     ko->image_pull_grace_ms = c->kubernetes.image_pull_grace_ms;
     ko->keep_failed_ms = c->kubernetes.keep_failed_ms;
     ko->delete_grace_ms = c->kubernetes.delete_grace_ms;
+    /* the artifact repository, as the pods' staging gets it (docs/kubernetes.md) */
+    ko->artifacts_repository = c->artifacts.repository;
+    ko->artifacts_prefix = c->artifacts.prefix;
+    ko->artifacts_root = c->artifacts.root;
+    ko->artifacts_endpoint = c->artifacts.endpoint;
+    ko->artifacts_region = c->artifacts.region;
+    ko->artifacts_bucket = c->artifacts.bucket;
+    ko->artifacts_compression = c->artifacts.compression;
+    ko->artifacts_path_style = c->artifacts.path_style;
+    ko->artifacts_part_size_mb = c->artifacts.part_size_mb;
+    ko->artifacts_multipart_threshold_mb = c->artifacts.multipart_threshold_mb;
+    ko->artifacts_parallel_parts = c->artifacts.parallel_parts;
+    ko->artifacts_credentials = c->kubernetes.artifacts_credentials;
+    ko->artifacts_claim = c->kubernetes.artifacts_claim;
+    ko->artifacts_credentials_keys = c->kubernetes.artifacts_credentials_keys;
     const char *h = c->kubernetes.helper ? c->kubernetes.helper : "init";
     if (!strcmp(h, "init")) {
         ko->helper = KUBE_HELPER_INIT;

@@ -119,6 +119,11 @@ static const struct key keys[] = {
     KEY("kubernetes.image_pull_grace", K_DURATION, kubernetes.image_pull_grace_ms, "2m"),
     KEY("kubernetes.keep_failed", K_DURATION, kubernetes.keep_failed_ms, "0s"),
     KEY("kubernetes.delete_grace", K_DURATION, kubernetes.delete_grace_ms, "10s"),
+    /* artifacts in step pods */
+    KEY("kubernetes.artifacts_credentials", K_STR, kubernetes.artifacts_credentials, ""),
+    KEY("kubernetes.artifacts_claim", K_STR, kubernetes.artifacts_claim, ""),
+    KEY("kubernetes.artifacts_credentials_keys", K_STR, kubernetes.artifacts_credentials_keys,
+        "access_key_id,secret_access_key,session_token"),
 };
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 

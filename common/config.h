@@ -127,6 +127,10 @@ struct sl_config {
         int64_t image_pull_grace_ms;   /* 2 min */
         int64_t keep_failed_ms;        /* 0: failed pods are deleted at once */
         int64_t delete_grace_ms;       /* cancel's grace period: 10 s */
+        /* artifacts in step pods (docs/kubernetes.md, "Artifacts") */
+        char *artifacts_credentials; /* s3: Secret with access_key_id, secret_access_key; "" none */
+        char *artifacts_claim;       /* fs: the repository's PVC, mounted at artifacts.root; "" */
+        char *artifacts_credentials_keys; /* its keys: "id,secret[,token]" */
     } kubernetes;
 };
 

@@ -49,8 +49,14 @@ struct strbuf;
 
 #define KUBE_MAIN_CONTAINER "main"
 #define KUBE_INIT_CONTAINER "sluice-init"
-#define KUBE_HELPER_DIR     "/var/run/sluice"
-#define KUBE_HELPER_BIN     "/var/run/sluice/sluice"
+/* The init container that stages a step's input artifacts (docs/kubernetes.md, "Artifacts") */
+#define KUBE_STAGE_IN_CONTAINER "sluice-stage-in"
+/* The environment variable carrying a step's artifact bindings (inputs, outputs and the
+ * ids that make keys, as JSON) to `sluice artifact get --spec-env` and `sluice pod exec
+ * --artifacts` */
+#define KUBE_ENV_ARTIFACT_SPEC "SLUICE_ARTIFACT_SPEC"
+#define KUBE_HELPER_DIR        "/var/run/sluice"
+#define KUBE_HELPER_BIN        "/var/run/sluice/sluice"
 /* The helper brings its own dynamic loader and shared libraries (sluice pod install), so
  * it runs in any x86-64 Linux image: distroless, Alpine (musl) or another glibc. */
 #define KUBE_HELPER_LOADER        "/var/run/sluice/ld.so"
@@ -107,6 +113,27 @@ struct kube_options {
     const char *dags_claim;   /* PVC holding the DAG checkout, mounted read-only; NULL: none */
     const char *dags_mount;   /* its mountPath (the scheduler's DAG root); NULL: /sluice/dags */
 
+    /* --- artifacts: the repository the pods stage from and to (artifacts.*) ----------- */
+    const char *artifacts_repository; /* none, s3 or fs; NULL: none */
+    const char *artifacts_prefix;     /* the settings the staging containers get, as */
+    const char *artifacts_root;       /* SLUICE_ARTIFACTS_<KEY> variables; NULL or "": */
+    const char *artifacts_endpoint;   /* not passed (the loader's default applies) */
+    const char *artifacts_region;
+    const char *artifacts_bucket;
+    const char *artifacts_compression;
+    bool artifacts_path_style;
+    int64_t artifacts_part_size_mb;           /* 0: not passed */
+    int64_t artifacts_multipart_threshold_mb; /* 0: not passed */
+    int64_t artifacts_parallel_parts;         /* 0: not passed */
+    const char *artifacts_credentials;        /* s3: the Secret with the credentials, given as
+                                               * secretKeyRefs; NULL: none (unsigned requests) */
+    const char *artifacts_credentials_keys;   /* its keys "id,secret[,token]" (the token's is
+                                               * optional in the Secret); NULL: access_key_id,
+                                               * secret_access_key,session_token */
+    const char *artifacts_claim; /* fs: the repository's PVC (ReadWriteMany), mounted at
+                                  * artifacts_root; NULL: artifacts_root is on a volume
+                                  * the pod has anyway (under work_mount) */
+
     /* --- the lifecycle ------------------------------------------------------------ */
     int64_t pending_timeout_ms;  /* unschedulable this long fails the attempt (error) unless
                                   * the step says otherwise; 0: 15 min */
@@ -135,7 +162,15 @@ char *kube_label_value(const char *s);
  * Builds the Pod of the attempt described by spec. Returns 0 and sets *out (a new cJSON
  * object; caller cJSON_Delete()s it), or SL_EINVAL with the reason appended to err: a
  * malformed spec, no image, no command while a helper is used, output params without a
- * helper, a queue node_selector or tolerations that do not parse. Pure: no I/O.
+ * helper, a queue node_selector or tolerations that do not parse, artifacts to stage
+ * with an s3 or fs repository but no helper, or inputs to stage into a working
+ * directory that is not on the work volume. Pure: no I/O.
+ *
+ * Artifacts (with the helper): input artifacts to fetch add the init container
+ * KUBE_STAGE_IN_CONTAINER (`sluice artifact get --spec-env`), declared output artifacts
+ * make the helper store them after an exit 0 (`sluice pod exec --artifacts`); both get
+ * the bindings in KUBE_ENV_ARTIFACT_SPEC and the repository's settings as
+ * SLUICE_ARTIFACTS_* variables, credentials only as secretKeyRefs.
  */
 int kube_pod_build(cJSON **out, const cJSON *spec, const struct kube_options *o,
                    struct strbuf *err);

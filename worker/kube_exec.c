@@ -840,13 +840,59 @@ static const cJSON *main_status(const cJSON *status, const char *list)
 
 static void start_delete(struct kube_exec *e, int64_t grace_ms);
 
+/* The first init container that terminated with a non-zero exit code, or NULL. */
+static const cJSON *failed_init(const cJSON *status)
+{
+    const cJSON *c;
+    cJSON_ArrayForEach(c, jobj(status, "initContainerStatuses"))
+    {
+        const cJSON *ec = jobj(jobj(jobj(c, "state"), "terminated"), "exitCode");
+        if (jstr(c, "name") && cJSON_IsNumber(ec) && ec->valuedouble != 0)
+            return c;
+    }
+    return NULL;
+}
+
+/* The last line of a container's log tail (a termination message that fell back to the
+ * log) starting "error: ", without it; else its last non-empty line. NULL: none. */
+static char *last_error_line(const char *log)
+{
+    if (!log)
+        return NULL;
+    const char *best = NULL, *last = NULL;
+    size_t best_len = 0, last_len = 0;
+    for (const char *p = log; *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) : strlen(p);
+        if (len > 0) {
+            last = p;
+            last_len = len;
+        }
+        if (len > 7 && !strncmp(p, "error: ", 7)) {
+            best = p + 7;
+            best_len = len - 7;
+        }
+        p += len + (nl ? 1 : 0);
+    }
+    if (best)
+        return xstrndup(best, best_len);
+    return last ? xstrndup(last, last_len) : NULL;
+}
+
 /* Reads the termination message: {"outputs": {...}} (kept in e->outputs) or
- * {"error": "..."} (returned, newly allocated). Anything else is ignored. */
-static char *read_message(struct kube_exec *e, const char *msg)
+ * {"error": "...", "kind": "step" | "error" | "transient"} (the error returned, newly
+ * allocated, and *kind set from its kind: step when absent or unknown). Anything else is
+ * ignored. */
+static char *read_message(struct kube_exec *e, const char *msg, enum exec_failure *kind)
 {
     cJSON *m = msg ? cJSON_Parse(msg) : NULL;
-    const char *err = jstr(m, "error");
+    const char *err = jstr(m, "error"), *k = jstr(m, "kind");
     char *out = err ? xstrdup(err) : NULL;
+    *kind = EXEC_FAIL_STEP;
+    if (k && !strcmp(k, "error"))
+        *kind = EXEC_FAIL_ERROR;
+    else if (k && !strcmp(k, "transient"))
+        *kind = EXEC_FAIL_TRANSIENT;
     const cJSON *outs = jobj(m, "outputs");
     if (cJSON_IsObject(outs)) {
         cJSON_Delete(e->outputs);
@@ -872,9 +918,10 @@ static void judge_terminal(struct kube_exec *e, const cJSON *status, const char 
     }
     char buf[1024];
     if (!strcmp(phase, "Succeeded")) {
-        char *err = read_message(e, jstr(term, "message"));
+        enum exec_failure kind;
+        char *err = read_message(e, jstr(term, "message"), &kind);
         if (err) {
-            exec_fix(e, EXEC_FAIL_STEP, err, exit_code);
+            exec_fix(e, kind, err, exit_code);
             free(err);
         } else if (e->want_params && !e->outputs) {
             exec_fix(e, EXEC_FAIL_STEP,
@@ -915,9 +962,20 @@ static void judge_terminal(struct kube_exec *e, const cJSON *status, const char 
         exec_fix(e, EXEC_FAIL_STEP, "timeout (DeadlineExceeded: activeDeadlineSeconds)", -1);
         return;
     }
-    const cJSON *init = main_status(status, "initContainerStatuses");
+    const cJSON *init = failed_init(status);
     const cJSON *iterm = jobj(jobj(init, "state"), "terminated");
     const cJSON *iec = jobj(iterm, "exitCode");
+    if (init && !strcmp(jstr(init, "name"), KUBE_STAGE_IN_CONTAINER)) {
+        /* `sluice artifact get`: 1 the transfer failed (worth a retry), else (a missing
+         * input, a refused source, bad settings) retrying the same spec cannot help */
+        int code = (int)iec->valuedouble;
+        char *line = last_error_line(jstr(iterm, "message"));
+        snprintf(buf, sizeof(buf), "stage-in of the input artifacts failed (exit code %d): %s",
+                 code, line ? line : (jstr(iterm, "reason") ? jstr(iterm, "reason") : "?"));
+        free(line);
+        exec_fix(e, code == 1 ? EXEC_FAIL_TRANSIENT : EXEC_FAIL_ERROR, buf, -1);
+        return;
+    }
     if (cJSON_IsNumber(iec) && iec->valuedouble != 0) {
         snprintf(buf, sizeof(buf), "the sluice init container failed: exit code %d (%s)%s%s",
                  (int)iec->valuedouble, jstr(iterm, "reason") ? jstr(iterm, "reason") : "?",
@@ -945,7 +1003,8 @@ static void judge_terminal(struct kube_exec *e, const cJSON *status, const char 
         return;
     }
     if (term && exit_code > 0) {
-        char *err = read_message(e, jstr(term, "message"));
+        enum exec_failure kind = EXEC_FAIL_STEP;
+        char *err = read_message(e, jstr(term, "message"), &kind);
         cJSON_Delete(e->outputs); /* a failed attempt reports no outputs */
         e->outputs = NULL;
         if (err)
@@ -956,7 +1015,7 @@ static void judge_terminal(struct kube_exec *e, const cJSON *status, const char 
         else
             snprintf(buf, sizeof(buf), "exit code %d", exit_code);
         free(err);
-        exec_fix(e, EXEC_FAIL_STEP, buf, exit_code);
+        exec_fix(e, kind, buf, exit_code);
         return;
     }
     snprintf(buf, sizeof(buf), "pod failed%s%s%s%s", preason ? ": " : "", preason ? preason : "",
@@ -1782,12 +1841,17 @@ int kube_ctx_new(struct kube_ctx **out, uv_loop_t *loop, const struct kube_optio
     struct kube_ctx *k = xcalloc(1, sizeof(*k));
     k->loop = loop;
     k->o = *o;
-    const char **strs[] = {&k->o.kubeconfig,        &k->o.context,         &k->o.sa_dir,
-                           &k->o.namespace_,        &k->o.queue,           &k->o.default_image,
-                           &k->o.image_pull_policy, &k->o.service_account, &k->o.image_pull_secrets,
-                           &k->o.gpu_resource,      &k->o.node_selector,   &k->o.tolerations,
-                           &k->o.sluice_image,      &k->o.sluice_path,     &k->o.work_claim,
-                           &k->o.work_mount,        &k->o.dags_claim,      &k->o.dags_mount};
+    const char **strs[] = {&k->o.kubeconfig, &k->o.context, &k->o.sa_dir, &k->o.namespace_,
+                           &k->o.queue, &k->o.default_image, &k->o.image_pull_policy,
+                           &k->o.service_account, &k->o.image_pull_secrets, &k->o.gpu_resource,
+                           &k->o.node_selector, &k->o.tolerations, &k->o.sluice_image,
+                           &k->o.sluice_path, &k->o.work_claim, &k->o.work_mount, &k->o.dags_claim,
+                           &k->o.dags_mount,
+                           /* artifacts */
+                           &k->o.artifacts_repository, &k->o.artifacts_prefix, &k->o.artifacts_root,
+                           &k->o.artifacts_endpoint, &k->o.artifacts_region, &k->o.artifacts_bucket,
+                           &k->o.artifacts_compression, &k->o.artifacts_credentials,
+                           &k->o.artifacts_claim, &k->o.artifacts_credentials_keys};
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
         *strs[i] = own(k, *strs[i]);
     const char *ns = o->namespace_ && *o->namespace_ ? o->namespace_

@@ -15,6 +15,14 @@
  *     resources are set as limits); no cpu limit, so a step is never throttled.
  *   - the queue's node selector and tolerations come first; a step's node_selector wins
  *     per key, its tolerations are added.
+ *   - artifacts are staged inside the pod, never by the worker: the init container
+ *     sluice-stage-in (after sluice-init) fetches the inputs into the working directory,
+ *     which must therefore be on the work volume both containers mount; the helper in
+ *     the main container stores the declared outputs after an exit 0. Both read the
+ *     bindings from one variable (the spec's inputs, outputs and ids as JSON) and the
+ *     repository from SLUICE_ARTIFACTS_* variables with `--config /dev/null`, so no
+ *     sluice.yaml of the step's image or working directory is ever read. Credentials are
+ *     secretKeyRefs to kubernetes.artifacts_credentials, never values.
  */
 #include "worker/kube.h"
 #include "worker/expand.h"
@@ -29,12 +37,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define DEFAULT_WORK_MOUNT "/sluice/work"
-#define DEFAULT_DAGS_MOUNT "/sluice/dags"
-#define DEFAULT_RUN_AS     1000
-#define VOL_HELPER         "sluice-bin"
-#define VOL_WORK           "work"
-#define VOL_DAGS           "dags"
+#define DEFAULT_WORK_MOUNT  "/sluice/work"
+#define DEFAULT_DAGS_MOUNT  "/sluice/dags"
+#define DEFAULT_RUN_AS      1000
+#define VOL_HELPER          "sluice-bin"
+#define VOL_WORK            "work"
+#define VOL_DAGS            "dags"
+#define VOL_ARTIFACTS       "artifacts"
+#define NO_CONFIG           "/dev/null" /* the staging commands' sluice.yaml: none, env only */
+#define DEFAULT_SECRET_KEYS "access_key_id,secret_access_key,session_token"
 
 static uint64_t fnv1a64(const char *s)
 {
@@ -288,6 +299,143 @@ static cJSON *container_security(const struct kube_options *o)
     return sc;
 }
 
+/* --- artifacts -------------------------------------------------------------------------- */
+
+static bool repo_is(const struct kube_options *o, const char *kind)
+{
+    return !strcmp(str_or(o->artifacts_repository, "none"), kind);
+}
+
+/* Whether spec has inputs the stage-in container would fetch: a key needs a repository
+ * (without one the upstream output is where the upstream step left it, as for `local`),
+ * a URI is always fetched. */
+static bool has_inputs_to_stage(const cJSON *spec, const struct kube_options *o)
+{
+    const cJSON *ins = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(spec, "inputs"), "artifacts");
+    const cJSON *in;
+    cJSON_ArrayForEach(in, ins)
+    {
+        const char *from = spec_str(in, "from");
+        if (!repo_is(o, "none") || !from)
+            return true; /* a malformed one: `sluice artifact get` says what is wrong */
+        if (strstr(from, "://"))
+            return true;
+    }
+    return false;
+}
+
+static bool has_outputs(const cJSON *spec)
+{
+    return cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(
+               cJSON_GetObjectItemCaseSensitive(spec, "outputs"), "artifacts")) > 0;
+}
+
+/* What the staging commands need of spec, as JSON: the artifact bindings and the ids. */
+static char *artifact_spec_json(const cJSON *spec)
+{
+    cJSON *a = cJSON_CreateObject();
+    const char *const sections[] = {"inputs", "outputs"};
+    for (size_t i = 0; i < 2; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(spec, sections[i]), "artifacts");
+        if (v)
+            cJSON_AddItemToObject(cJSON_AddObjectToObject(a, sections[i]), "artifacts",
+                                  cJSON_Duplicate(v, true));
+    }
+    const char *const ids[] = {"dag", "run_id", "step", "map_index", "attempt"};
+    for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(spec, ids[i]);
+        if (v)
+            cJSON_AddItemToObject(a, ids[i], cJSON_Duplicate(v, true));
+    }
+    char *text = cJSON_PrintUnformatted(a);
+    cJSON_Delete(a);
+    return text;
+}
+
+/* An env entry whose value the kubelet passes through unchanged ('$' escaped). */
+static void add_env_value(cJSON *env, const char *name, const char *value)
+{
+    cJSON *e = cJSON_CreateObject();
+    cJSON_AddStringToObject(e, "name", name);
+    cJSON_AddItemToObject(e, "value", escaped(value));
+    cJSON_AddItemToArray(env, e);
+}
+
+static void add_env_secret(cJSON *env, const char *name, const char *secret, const char *key,
+                           bool optional)
+{
+    cJSON *e = cJSON_CreateObject();
+    cJSON_AddStringToObject(e, "name", name);
+    cJSON *ref = cJSON_AddObjectToObject(cJSON_AddObjectToObject(e, "valueFrom"), "secretKeyRef");
+    cJSON_AddStringToObject(ref, "name", secret);
+    cJSON_AddStringToObject(ref, "key", key);
+    if (optional)
+        cJSON_AddBoolToObject(ref, "optional", true);
+    cJSON_AddItemToArray(env, e);
+}
+
+/* The staging environment: the bindings, the repository's settings (as the config loader
+ * reads them), and the credentials as references to the Secret. */
+static void add_artifact_env(cJSON *env, const char *spec_json, const struct kube_options *o)
+{
+    add_env_value(env, KUBE_ENV_ARTIFACT_SPEC, spec_json);
+    add_env_value(env, "SLUICE_ARTIFACTS_REPOSITORY", str_or(o->artifacts_repository, "none"));
+    const struct {
+        const char *name, *value;
+    } strs[] = {
+        {"SLUICE_ARTIFACTS_PREFIX", o->artifacts_prefix},
+        {"SLUICE_ARTIFACTS_ROOT", o->artifacts_root},
+        {"SLUICE_ARTIFACTS_ENDPOINT", o->artifacts_endpoint},
+        {"SLUICE_ARTIFACTS_REGION", o->artifacts_region},
+        {"SLUICE_ARTIFACTS_BUCKET", o->artifacts_bucket},
+        {"SLUICE_ARTIFACTS_COMPRESSION", o->artifacts_compression},
+    };
+    for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
+        if (strs[i].value && *strs[i].value)
+            add_env_value(env, strs[i].name, strs[i].value);
+    if (repo_is(o, "s3"))
+        add_env_value(env, "SLUICE_ARTIFACTS_PATH_STYLE",
+                      o->artifacts_path_style ? "true" : "false");
+    const struct {
+        const char *name;
+        int64_t value;
+    } nums[] = {
+        {"SLUICE_ARTIFACTS_PART_SIZE_MB", o->artifacts_part_size_mb},
+        {"SLUICE_ARTIFACTS_MULTIPART_THRESHOLD_MB", o->artifacts_multipart_threshold_mb},
+        {"SLUICE_ARTIFACTS_PARALLEL_PARTS", o->artifacts_parallel_parts},
+    };
+    for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
+        if (nums[i].value > 0) {
+            char num[32];
+            snprintf(num, sizeof(num), "%lld", (long long)nums[i].value);
+            add_env_value(env, nums[i].name, num);
+        }
+    }
+    if (repo_is(o, "s3") && o->artifacts_credentials && *o->artifacts_credentials) {
+        static const char *const vars[] = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                           "AWS_SESSION_TOKEN"};
+        char *keys = xstrdup(str_or(o->artifacts_credentials_keys, DEFAULT_SECRET_KEYS)),
+             *save = NULL;
+        size_t i = 0;
+        for (char *k = strtok_r(keys, ", ", &save); k && i < 3; k = strtok_r(NULL, ", ", &save)) {
+            add_env_secret(env, vars[i], o->artifacts_credentials, k, i == 2);
+            i++;
+        }
+        free(keys);
+    }
+}
+
+/* Whether path is dir or lies under it. */
+static bool path_under(const char *path, const char *dir)
+{
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/')
+        n--;
+    return !strncmp(path, dir, n) && (path[n] == '\0' || path[n] == '/');
+}
+
 /* --- the builder ---------------------------------------------------------------------- */
 
 int kube_pod_build(cJSON **out, const cJSON *spec, const struct kube_options *o, struct strbuf *err)
@@ -295,7 +443,7 @@ int kube_pod_build(cJSON **out, const cJSON *spec, const struct kube_options *o,
     int rc = SL_EINVAL;
     cJSON *pod = NULL;
     struct env_list env = {0};
-    char *run_dir = NULL, *attempt_dir = NULL, *name = NULL;
+    char *run_dir = NULL, *attempt_dir = NULL, *name = NULL, *wd = NULL, *art_json = NULL;
 
     const char *attempt_id = spec_str(spec, "attempt_id");
     const char *dag = spec_str(spec, "dag"), *run_id = spec_str(spec, "run_id");
@@ -330,6 +478,40 @@ int kube_pod_build(cJSON **out, const cJSON *spec, const struct kube_options *o,
         strbuf_addstr(err, "output params need the pod-side helper (kubernetes.helper is none)");
         goto cleanup;
     }
+    const char *repo = str_or(o->artifacts_repository, "none");
+    if (strcmp(repo, "none") != 0 && strcmp(repo, "s3") != 0 && strcmp(repo, "fs") != 0) {
+        strbuf_addf(err, "artifacts.repository must be none, s3 or fs, not '%s'", repo);
+        goto cleanup;
+    }
+    if (repo_is(o, "fs") && !(o->artifacts_root && o->artifacts_root[0] == '/')) {
+        strbuf_addstr(err, "artifacts.root must be an absolute path with artifacts.repository fs");
+        goto cleanup;
+    }
+    if (o->artifacts_credentials_keys && *o->artifacts_credentials_keys) {
+        /* two or three keys: "id,secret[,token]" */
+        size_t commas = 0;
+        for (const char *p = o->artifacts_credentials_keys; *p; p++)
+            commas += *p == ',';
+        if (commas < 1 || commas > 2 || strstr(o->artifacts_credentials_keys, ",,") ||
+            o->artifacts_credentials_keys[0] == ',' ||
+            o->artifacts_credentials_keys[strlen(o->artifacts_credentials_keys) - 1] == ',') {
+            strbuf_addf(err,
+                        "kubernetes.artifacts_credentials_keys '%s' is not id,secret[,token] (the "
+                        "Secret's keys)",
+                        o->artifacts_credentials_keys);
+            goto cleanup;
+        }
+    }
+    bool stage_in = has_inputs_to_stage(spec, o), stage_out = has_outputs(spec);
+    if (o->helper == KUBE_HELPER_NONE) {
+        if ((stage_in || stage_out) && !repo_is(o, "none")) {
+            strbuf_addstr(err, "artifacts need the pod-side helper (kubernetes.helper is none)");
+            goto cleanup;
+        }
+        stage_in = stage_out = false; /* without a repository: ignored, as before */
+    }
+    if (stage_in || stage_out)
+        art_json = artifact_spec_json(spec);
 
     /* the directories, on the work volume, named as the local executor names them */
     struct queue_step_msg m = {
@@ -461,6 +643,10 @@ int kube_pod_build(cJSON **out, const cJSON *spec, const struct kube_options *o,
         cJSON_AddItemToArray(
             mounts, volume_mount(VOL_DAGS, str_or(o->dags_mount, DEFAULT_DAGS_MOUNT), true));
     }
+    if (repo_is(o, "fs") && o->artifacts_claim && *o->artifacts_claim) {
+        cJSON_AddItemToArray(volumes, claim_volume(VOL_ARTIFACTS, o->artifacts_claim, false));
+        cJSON_AddItemToArray(mounts, volume_mount(VOL_ARTIFACTS, o->artifacts_root, false));
+    }
 
     /* the environment: the attempt's directories, then the step's own, in order */
     cJSON *env_out = cJSON_CreateArray();
@@ -500,6 +686,8 @@ int kube_pod_build(cJSON **out, const cJSON *spec, const struct kube_options *o,
         }
         cJSON_AddItemToArray(env_out, e);
     }
+    if (stage_out) /* after the step's own: the helper's settings win */
+        add_artifact_env(env_out, art_json, o);
 
     /* the main container */
     cJSON *containers = cJSON_AddArrayToObject(ps, "containers");
@@ -533,6 +721,10 @@ int kube_pod_build(cJSON **out, const cJSON *spec, const struct kube_options *o,
             free(kv);
             free(path);
         }
+        if (stage_out) {
+            cJSON_AddItemToArray(cmd, cJSON_CreateString("--artifacts"));
+            cJSON_AddItemToArray(cmd, cJSON_CreateString(KUBE_ENV_ARTIFACT_SPEC));
+        }
         cJSON_AddItemToArray(cmd, cJSON_CreateString("--"));
     }
     cJSON *target = o->helper != KUBE_HELPER_NONE ? argv_out : cmd;
@@ -558,9 +750,8 @@ int kube_pod_build(cJSON **out, const cJSON *spec, const struct kube_options *o,
         cJSON_Delete(argv_out);
     const char *workdir =
         str_or(spec_str(spec, "workdir"), str_or(spec_str(spec, "dag_dir"), NULL));
-    char *wd = expand_str(workdir ? workdir : attempt_dir, &env);
+    wd = expand_str(workdir ? workdir : attempt_dir, &env);
     cJSON_AddStringToObject(c, "workingDir", wd);
-    free(wd);
     if (cJSON_GetArraySize(env_out) > 0)
         cJSON_AddItemToObject(c, "env", env_out);
     else
@@ -603,8 +794,10 @@ int kube_pod_build(cJSON **out, const cJSON *spec, const struct kube_options *o,
     cJSON_AddStringToObject(c, "terminationMessagePolicy", "File");
     cJSON_AddItemToObject(c, "securityContext", container_security(o));
 
+    cJSON *inits = NULL;
+    if (o->helper == KUBE_HELPER_INIT || stage_in)
+        inits = cJSON_AddArrayToObject(ps, "initContainers");
     if (o->helper == KUBE_HELPER_INIT) {
-        cJSON *inits = cJSON_AddArrayToObject(ps, "initContainers");
         cJSON *ic = cJSON_CreateObject();
         cJSON_AddItemToArray(inits, ic);
         cJSON_AddStringToObject(ic, "name", KUBE_INIT_CONTAINER);
@@ -627,6 +820,52 @@ int kube_pod_build(cJSON **out, const cJSON *spec, const struct kube_options *o,
         cJSON_AddStringToObject(ic, "terminationMessagePolicy", "FallbackToLogsOnError");
         cJSON_AddItemToObject(ic, "securityContext", container_security(o));
     }
+    if (stage_in) {
+        /* the inputs land in the working directory: it must be on a volume the main
+         * container shares */
+        if (!path_under(wd, work_mount)) {
+            strbuf_addf(err,
+                        "input artifacts are staged into the working directory, which must be on "
+                        "the work volume (kubernetes.work_mount '%s'), not '%s'",
+                        work_mount, wd);
+            goto cleanup;
+        }
+        cJSON *sc = cJSON_CreateObject();
+        cJSON_AddItemToArray(inits, sc);
+        cJSON_AddStringToObject(sc, "name", KUBE_STAGE_IN_CONTAINER);
+        cJSON_AddStringToObject(sc, "image", str_or(o->sluice_image, "sluice:latest"));
+        if (o->image_pull_policy && *o->image_pull_policy)
+            cJSON_AddStringToObject(sc, "imagePullPolicy", o->image_pull_policy);
+        cJSON *scmd = cJSON_AddArrayToObject(sc, "command");
+        const char *parts[] = {str_or(o->sluice_path, "/usr/local/bin/sluice"),
+                               "artifact",
+                               "get",
+                               "--config",
+                               NO_CONFIG,
+                               "--spec-env",
+                               KUBE_ENV_ARTIFACT_SPEC,
+                               "--workdir",
+                               wd};
+        for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++)
+            cJSON_AddItemToArray(scmd, escaped(parts[i]));
+        cJSON *senv = cJSON_AddArrayToObject(sc, "env");
+        add_artifact_env(senv, art_json, o);
+        /* transfers stream in constant memory; a directory's tar is extracted on the fly */
+        cJSON *sres = cJSON_AddObjectToObject(sc, "resources");
+        cJSON *sreq = cJSON_AddObjectToObject(sres, "requests");
+        cJSON_AddStringToObject(sreq, "cpu", "100m");
+        cJSON_AddStringToObject(sreq, "memory", "64Mi");
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(sres, "limits"), "memory", "256Mi");
+        cJSON *smounts = cJSON_AddArrayToObject(sc, "volumeMounts");
+        cJSON_ArrayForEach(it, mounts) /* the main container's volumes, at the same paths */
+        {
+            const char *vname = spec_str(it, "name");
+            if (vname && strcmp(vname, VOL_HELPER) != 0)
+                cJSON_AddItemToArray(smounts, cJSON_Duplicate(it, true));
+        }
+        cJSON_AddStringToObject(sc, "terminationMessagePolicy", "FallbackToLogsOnError");
+        cJSON_AddItemToObject(sc, "securityContext", container_security(o));
+    }
     rc = 0;
     goto cleanup;
 malformed:
@@ -637,6 +876,8 @@ cleanup:
     free(run_dir);
     free(attempt_dir);
     free(name);
+    free(wd);
+    free(art_json);
     if (rc < 0) {
         cJSON_Delete(pod);
         return rc;

@@ -207,6 +207,133 @@ START_TEST(test_worker_refuses_bad_kubernetes_settings)
 }
 END_TEST
 
+/* pod exec --artifacts: the declared outputs after an exit 0, failures with their kind */
+static void artifacts_refused(const char *script, const char *part, const char *kind)
+{
+    const char *extra[] = {"--artifacts", "SLUICE_ARTIFACT_SPEC", NULL};
+    char *err = NULL;
+    ck_assert_int_eq(pod_exec(script, extra, &err), 1);
+    char *m = message();
+    char *want_kind = xasprintf("\"kind\":\"%s\"", kind);
+    ck_assert_msg(strstr(m, part) && strstr(m, want_kind), "message %s, want %s (%s)", m, part,
+                  kind);
+    free(want_kind);
+    free(m);
+    free(err);
+}
+
+START_TEST(test_pod_exec_stores_output_artifacts)
+{
+    unsetenv("SLUICE_ARTIFACT_SPEC");
+    artifacts_refused("true", "the variable 'SLUICE_ARTIFACT_SPEC' holds no spec", "error");
+    setenv("SLUICE_ARTIFACT_SPEC",
+           "{\"outputs\": {\"artifacts\": {\"report\": {\"path\": \"report.txt\", \"key\": "
+           "\"d/r/s/1/report\"}}}, \"dag\": \"d\", \"run_id\": \"r\", \"step\": \"s\", "
+           "\"attempt\": 1}",
+           1);
+    /* no repository: a declared output is still checked (as for local steps) */
+    unsetenv("SLUICE_ARTIFACTS_REPOSITORY");
+    artifacts_refused("echo hi > other.txt", "missing output artifact 'report' (report.txt)",
+                      "step");
+    const char *extra[] = {"--artifacts", "SLUICE_ARTIFACT_SPEC", NULL};
+    ck_assert_int_eq(pod_exec("echo 1 > report.txt", extra, NULL), 0);
+    char *m = message();
+    ck_assert_str_eq(m, "{\"outputs\":{}}");
+    free(m);
+    /* an fs repository: the output moves into it under its key */
+    char *root = xasprintf("%s/repo", dir);
+    ck_assert_int_eq(mkdir(root, 0755), 0);
+    setenv("SLUICE_ARTIFACTS_REPOSITORY", "fs", 1);
+    setenv("SLUICE_ARTIFACTS_ROOT", root, 1);
+    ck_assert_int_eq(pod_exec("echo stored > report.txt", extra, NULL), 0);
+    char *key = xasprintf("%s/d/r/s/1/report", root);
+    char *text = test_read_file(key, NULL);
+    ck_assert_str_eq(text, "stored\n");
+    free(text);
+    free(key);
+    /* settings that cannot work: the repository's error, kind error */
+    setenv("SLUICE_ARTIFACTS_ROOT", "/nonexistent/artifacts", 1);
+    artifacts_refused("echo 1 > report.txt",
+                      "artifacts.root '/nonexistent/artifacts' is not a directory", "error");
+    /* a failed step stores nothing and reports its own exit code */
+    setenv("SLUICE_ARTIFACTS_ROOT", root, 1);
+    unlink(msg_path);
+    ck_assert_int_eq(pod_exec("rm -f report.txt; echo 2 > report.txt; exit 3", extra, NULL), 3);
+    m = message();
+    ck_assert_str_eq(m, "");
+    free(m);
+    unsetenv("SLUICE_ARTIFACTS_REPOSITORY");
+    unsetenv("SLUICE_ARTIFACTS_ROOT");
+    unsetenv("SLUICE_ARTIFACT_SPEC");
+    char *rm[] = {"/bin/rm", "-rf", root, NULL};
+    test_run(rm, NULL, NULL);
+    free(root);
+}
+END_TEST
+
+START_TEST(test_artifact_get_spec_env)
+{
+    unsetenv("NO_SUCH_SPEC");
+    char *argv[] = {(char *)test_sluice_bin(),
+                    "artifact",
+                    "get",
+                    "--config",
+                    "/dev/null",
+                    "--spec-env",
+                    "NO_SUCH_SPEC",
+                    "--workdir",
+                    dir,
+                    NULL};
+    char *err = NULL;
+    ck_assert_int_eq(test_run(argv, NULL, &err), 2);
+    ck_assert_msg(strstr(err, "the variable 'NO_SUCH_SPEC' that should hold the spec is not set"),
+                  "%s", err);
+    free(err);
+    char *both[] = {(char *)test_sluice_bin(),
+                    "artifact",
+                    "get",
+                    "--spec",
+                    "-",
+                    "--spec-env",
+                    "X",
+                    "--workdir",
+                    dir,
+                    NULL};
+    ck_assert_int_eq(test_run(both, NULL, &err), 2);
+    ck_assert_msg(strstr(err, "--spec and --spec-env are exclusive"), "%s", err);
+    free(err);
+    /* a spec from the variable: an input fetched from a file:// URI into the workdir */
+    char *src = xasprintf("%s/src.txt", dir);
+    FILE *f = fopen(src, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("data\n", f);
+    fclose(f);
+    char *spec = xasprintf("{\"inputs\": {\"artifacts\": {\"x\": {\"from\": \"file://%s\", "
+                           "\"path\": \"in/x.txt\"}}}}",
+                           src);
+    setenv("A_SPEC", spec, 1);
+    char *ok[] = {(char *)test_sluice_bin(),
+                  "artifact",
+                  "get",
+                  "--config",
+                  "/dev/null",
+                  "--spec-env",
+                  "A_SPEC",
+                  "--workdir",
+                  dir,
+                  NULL};
+    ck_assert_int_eq(test_run(ok, NULL, NULL), 0);
+    char *placed = xasprintf("%s/in/x.txt", dir);
+    char *text = test_read_file(placed, NULL);
+    ck_assert_str_eq(text, "data\n");
+    free(text);
+    free(placed);
+    free(spec);
+    free(src);
+    unsetenv("A_SPEC");
+}
+END_TEST
+
 Suite *suite_integration_kube_cli(void)
 {
     Suite *s = suite_create("integration_kube_cli");
@@ -218,6 +345,8 @@ Suite *suite_integration_kube_cli(void)
     tcase_add_test(tc, test_output_params_refused);
     tcase_add_test(tc, test_install_and_usage);
     tcase_add_test(tc, test_worker_refuses_bad_kubernetes_settings);
+    tcase_add_test(tc, test_pod_exec_stores_output_artifacts);
+    tcase_add_test(tc, test_artifact_get_spec_env);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -12,6 +12,11 @@
  * The DAGs run from a copy of dags/ without their schedules (so no cron run starts on
  * its own); the copy is the "dags" claim mounted at its own path, the work volume a
  * second claim, mounted at /sluice/work and backed by a temporary directory.
+ *
+ * Artifacts: iris again with an emptyDir work volume per pod, so its dataset and model
+ * can only travel as artifacts - through S3 (s3rver, credentials from a Secret) and
+ * through an fs repository on a third claim - staged inside the pods; a missing declared
+ * output and a missing input fail their step with the reason.
  */
 #include "common/error.h"
 #include "common/xalloc.h"
@@ -100,8 +105,9 @@ static void fx_init(struct fx *f, const char *db)
     f->logs = xasprintf("%s/logs", f->tmp);
     f->kubeconfig = xasprintf("%s/kubeconfig", f->tmp);
     char *src = test_path("dags");
-    char *cmd = xasprintf("cp -r '%s' '%s' && mkdir -p '%s' && sed -i '/^schedule:/d' '%s'/*.yaml",
-                          src, f->dags, f->work, f->dags);
+    char *cmd = xasprintf("cp -r '%s' '%s' && mkdir -p '%s' '%s/artifacts' && "
+                          "sed -i '/^schedule:/d' '%s'/*.yaml",
+                          src, f->dags, f->work, f->tmp, f->dags);
     sh(cmd);
     free(cmd);
     free(src);
@@ -111,14 +117,15 @@ static void fx_init(struct fx *f, const char *db)
     f->sluice = bin[0] == '/' ? xstrdup(bin) : xasprintf("%s/%s", cwd, bin);
 
     char *c1 = xasprintf("work=%s", f->work), *c2 = xasprintf("dags=%s", f->dags);
-    const char *claims[] = {c1, c2};
+    char *c3 = xasprintf("artifacts=%s/artifacts", f->tmp);
+    const char *claims[] = {c1, c2, c3};
     const char *nodes[] = {
         "{\"name\": \"cpu-1\"}",
         "{\"name\": \"gpu-1\", \"labels\": {\"nvidia.com/gpu.present\": \"true\"}, \"taints\": "
         "[{\"key\": \"nvidia.com/gpu\", \"effect\": \"NoSchedule\"}], \"gpus\": 1}",
     };
     struct harness_k8ssim_options so = {.claims = claims,
-                                        .n_claims = 2,
+                                        .n_claims = 3,
                                         .nodes = nodes,
                                         .n_nodes = 2,
                                         .token = "e2e",
@@ -126,6 +133,7 @@ static void fx_init(struct fx *f, const char *db)
     ck_assert_int_eq(harness_k8ssim_start(&f->sim, &so), 0);
     free(c1);
     free(c2);
+    free(c3);
     FILE *kc = fopen(f->kubeconfig, "w");
     ck_assert_ptr_nonnull(kc);
     fprintf(kc,
@@ -195,9 +203,9 @@ static struct kube_options kube_opts(const struct fx *f)
     return k;
 }
 
-static struct worker *start_worker(const struct fx *f, const char *queue, size_t slots)
+static struct worker *start_worker_with(const struct fx *f, const char *queue, size_t slots,
+                                        struct kube_options k)
 {
-    struct kube_options k = kube_opts(f);
     struct worker_options o = {.redis_url = f->redis_url,
                                .queue = queue,
                                .slots = slots,
@@ -209,6 +217,11 @@ static struct worker *start_worker(const struct fx *f, const char *queue, size_t
     struct worker *w = NULL;
     ck_assert_int_eq(worker_start(&w, &o), 0);
     return w;
+}
+
+static struct worker *start_worker(const struct fx *f, const char *queue, size_t slots)
+{
+    return start_worker_with(f, queue, slots, kube_opts(f));
 }
 
 static void stop_worker(struct worker *w)
@@ -332,6 +345,129 @@ START_TEST(test_examples_run_as_pods)
 }
 END_TEST
 
+/* --- artifacts ------------------------------------------------------------------------ */
+
+static void write_dag(const struct fx *f, const char *name, const char *text)
+{
+    char *path = xasprintf("%s/%s.yaml", f->dags, name);
+    FILE *d = fopen(path, "w");
+    ck_assert_ptr_nonnull(d);
+    fputs(text, d);
+    fclose(d);
+    free(path);
+}
+
+/* Options of a worker whose pods share nothing but artifacts: an emptyDir work volume. */
+static struct kube_options isolated_opts(const struct fx *f)
+{
+    struct kube_options k = kube_opts(f);
+    k.work_claim = NULL;
+    return k;
+}
+
+/* Runs iris and the two failing DAGs with the worker's options k; checks the outcomes.
+ * stored is how the step log names an artifact it stored ("s3://", "fs:"). */
+static void run_artifact_dags(struct fx *f, struct kube_options k, const char *stored,
+                              const char *missing_from)
+{
+    write_dag(f, "noout",
+              "name: noout\nsteps:\n  - name: make\n    workdir: \"{{ attempt.dir }}\"\n    "
+              "command: [/bin/sh, -c, \"echo "
+              "working; echo 1 > other.txt\"]\n    outputs: {artifacts: {report: report.txt}}\n");
+    char *noin = xasprintf("name: noin\nsteps:\n  - name: use\n    workdir: \"{{ attempt.dir "
+                           "}}\"\n    command: [/bin/cat, data]\n"
+                           "    inputs: {artifacts: {data: {from: \"%s\", path: data}}}\n",
+                           missing_from);
+    write_dag(f, "noin", noin);
+    free(noin);
+    struct worker *w = start_worker_with(f, "default", 8, k);
+    struct store_run iris = trigger(f, "iris",
+                                    "{\"serving_dir\": \"/sluice/work/serving\", "
+                                    "\"n_estimators\": 20}");
+    struct store_run noout = trigger(f, "noout", NULL);
+    struct store_run noin_run = trigger(f, "noin", NULL);
+    enum store_run_state s1 = wait_run(f, &iris, 240000);
+    enum store_run_state s2 = wait_run(f, &noout, 60000);
+    enum store_run_state s3 = wait_run(f, &noin_run, 60000);
+    char *d1 = describe(f, &iris), *d2 = describe(f, &noout), *d3 = describe(f, &noin_run);
+    ck_assert_msg(s1 == STORE_RUN_SUCCEEDED, "iris: %d\n%s", (int)s1, d1);
+    const struct store_step_instance *ev = step_of(f, &iris, "evaluate");
+    ck_assert_msg(ev && ev->output_params_json && strstr(ev->output_params_json, "accuracy"), "%s",
+                  d1);
+    ck_assert_int_eq(step_of(f, &iris, "train")->attempt, 1); /* no retry needed */
+    /* the helper's lines in the step log: the model went to the repository */
+    char *log = step_log(f, "iris", &iris, "train", "1.log");
+    ck_assert_msg(strstr(log, "output artifact 'model' (model.pkl) stored as ") &&
+                      strstr(log, stored),
+                  "%s", log);
+    free(log);
+    /* a declared output the step did not write fails it, kind step */
+    ck_assert_msg(s2 == STORE_RUN_FAILED, "noout: %d\n%s", (int)s2, d2);
+    const struct store_step_instance *mk = step_of(f, &noout, "make");
+    ck_assert_msg(mk->reason &&
+                      !strcmp(mk->reason, "missing output artifact 'report' (report.txt)"),
+                  "%s", d2);
+    /* a missing input fails its step before it starts */
+    ck_assert_msg(s3 == STORE_RUN_FAILED, "noin: %d\n%s", (int)s3, d3);
+    const struct store_step_instance *use = step_of(f, &noin_run, "use");
+    ck_assert_msg(use->reason && strstr(use->reason, "stage-in of the input artifacts failed") &&
+                      strstr(use->reason, "input artifact 'data'"),
+                  "%s", d3);
+    ck_assert_int_eq(harness_k8ssim_stat(&f->sim, "live_pods"), 0);
+    free(d1);
+    free(d2);
+    free(d3);
+    stop_worker(w);
+}
+
+START_TEST(test_iris_passes_its_artifacts_through_s3)
+{
+    struct fx f;
+    fx_init(&f, "kube_art_s3");
+    struct harness_s3 s3;
+    ck_assert_int_eq(harness_s3_start(&s3, NULL), 0);
+    /* the credentials exist only in the Secret: the pods get them as secretKeyRefs */
+    ck_assert_int_eq(harness_k8ssim_post(&f.sim, "/_sim/secrets",
+                                         "{\"namespace\": \"ml\", \"name\": \"s3-creds\", "
+                                         "\"data\": {\"access_key_id\": \"" HARNESS_S3_ACCESS_KEY
+                                         "\", \"secret_access_key\": \"" HARNESS_S3_SECRET_KEY
+                                         "\"}}"),
+                     0);
+    struct kube_options k = isolated_opts(&f);
+    k.artifacts_repository = "s3";
+    k.artifacts_endpoint = s3.endpoint;
+    k.artifacts_bucket = s3.bucket;
+    k.artifacts_region = HARNESS_S3_REGION;
+    k.artifacts_path_style = true;
+    k.artifacts_prefix = "runs";
+    k.artifacts_credentials = "s3-creds";
+    char *missing = xasprintf("s3://%s/runs/no/such/object", s3.bucket);
+    run_artifact_dags(&f, k, "stored as s3://", missing);
+    free(missing);
+    harness_s3_stop(&s3);
+    fx_done(&f);
+}
+END_TEST
+
+START_TEST(test_iris_passes_its_artifacts_through_an_fs_claim)
+{
+    struct fx f;
+    fx_init(&f, "kube_art_fs");
+    struct kube_options k = isolated_opts(&f);
+    k.artifacts_repository = "fs";
+    k.artifacts_root = "/sluice/artifacts";
+    k.artifacts_claim = "artifacts";
+    run_artifact_dags(&f, k, "stored as fs:", "file:///sluice/artifacts/no/such/data");
+    /* the model is in the repository's volume, under its key */
+    char *cmd = xasprintf("test -n \"$(find '%s/artifacts/iris' -path '*/train/1/model' -type f "
+                          "-size +0)\"",
+                          f.tmp);
+    sh(cmd);
+    free(cmd);
+    fx_done(&f);
+}
+END_TEST
+
 /* sluice worker, as a process of its own that can be killed. */
 static pid_t spawn_worker(const struct fx *f, const char *id)
 {
@@ -419,5 +555,11 @@ Suite *suite_integration_kube_examples(void)
     tcase_add_test(tc, test_examples_run_as_pods);
     tcase_add_test(tc, test_worker_killed_mid_step_is_replaced_and_adopts_the_pod);
     suite_add_tcase(s, tc);
+    TCase *ta = tcase_create("artifacts");
+    tcase_add_unchecked_fixture(ta, servers_setup, servers_teardown);
+    tcase_set_timeout(ta, 300);
+    tcase_add_test(ta, test_iris_passes_its_artifacts_through_s3);
+    tcase_add_test(ta, test_iris_passes_its_artifacts_through_an_fs_claim);
+    suite_add_tcase(s, ta);
     return s;
 }

@@ -355,6 +355,202 @@ static void add_example_pods(const char *file, const struct kube_options *o, siz
     free(path);
 }
 
+/* --- artifacts --------------------------------------------------------------------- */
+
+static const char *const art_spec =
+    "{\"attempt_id\": \"iris.r1.train.-1.2\", \"dag\": \"iris\", \"run_id\": \"r1\", "
+    "\"step\": \"train\", \"map_index\": -1, \"attempt\": 2, "
+    "\"command\": [\"/usr/bin/python3\", \"train.py\"], \"workdir\": \"$(SLUICE_RUN_DIR)\", "
+    "\"inputs\": {\"artifacts\": {\"dataset\": {\"from\": \"iris/r1/preprocess/1/dataset\", "
+    "\"path\": \"da$(X)ta\"}}}, "
+    "\"outputs\": {\"artifacts\": {\"model\": {\"path\": \"model.pkl\", \"key\": "
+    "\"iris/r1/train/2/model\"}}}}";
+
+static struct kube_options s3_opts(void)
+{
+    struct kube_options o = base_opts();
+    o.artifacts_repository = "s3";
+    o.artifacts_endpoint = "https://s3.eu-west-3.amazonaws.com";
+    o.artifacts_bucket = "ml-artifacts";
+    o.artifacts_prefix = "runs";
+    o.artifacts_region = "eu-west-3";
+    o.artifacts_part_size_mb = 32;
+    o.artifacts_credentials = "sluice-s3";
+    return o;
+}
+
+/* The entry name of a container's env, or NULL. */
+static const cJSON *env_of(const cJSON *container, const char *name)
+{
+    const cJSON *e;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItem(container, "env"))
+    {
+        if (!strcmp(cJSON_GetObjectItem(e, "name")->valuestring, name))
+            return e;
+    }
+    return NULL;
+}
+
+static bool has_arg(const cJSON *list, const char *arg)
+{
+    const cJSON *a;
+    cJSON_ArrayForEach(a, list) if (!strcmp(a->valuestring, arg)) return true;
+    return false;
+}
+
+START_TEST(test_artifacts_are_staged_inside_the_pod)
+{
+    cJSON *spec = spec_of(art_spec);
+    struct kube_options o = s3_opts();
+    cJSON *pod = build(spec, &o);
+    /* stage-in: after sluice-init, `sluice artifact get` into the working directory */
+    ck_assert_str_eq(str_at(pod, "spec.initContainers.0.name"), KUBE_INIT_CONTAINER);
+    const cJSON *in = at(pod, "spec.initContainers.1");
+    ck_assert_str_eq(str_at(in, "name"), KUBE_STAGE_IN_CONTAINER);
+    ck_assert_str_eq(str_at(in, "image"), "ghcr.io/sluice-dev/sluice:1.0");
+    ck_assert_str_eq(str_at(in, "command.0"), "/usr/local/bin/sluice");
+    ck_assert_str_eq(str_at(in, "command.1"), "artifact");
+    ck_assert_str_eq(str_at(in, "command.2"), "get");
+    ck_assert(has_arg(at(in, "command"), "--spec-env"));
+    ck_assert_str_eq(str_at(in, "command.8"), "/sluice/work/iris/r1"); /* --workdir */
+    ck_assert_str_eq(str_at(pod, "spec.containers.0.workingDir"), "/sluice/work/iris/r1");
+    /* the work volume at the same path as in the main container; not the helper's */
+    ck_assert_str_eq(str_at(in, "volumeMounts.0.name"), "work");
+    ck_assert_str_eq(str_at(in, "volumeMounts.0.mountPath"), "/sluice/work");
+    ck_assert_int_eq(cJSON_GetArraySize(at(in, "volumeMounts")), 1);
+    /* the bindings, '$' escaped for the kubelet, which expands $(VAR) in env values */
+    const cJSON *se = env_of(in, KUBE_ENV_ARTIFACT_SPEC);
+    ck_assert_ptr_nonnull(se);
+    const char *sv = cJSON_GetObjectItem(se, "value")->valuestring;
+    ck_assert_msg(strstr(sv, "da$$(X)ta") && strstr(sv, "iris/r1/preprocess/1/dataset") &&
+                      strstr(sv, "\"attempt\":2") && strstr(sv, "iris/r1/train/2/model"),
+                  "%s", sv);
+    ck_assert_ptr_null(strstr(sv, "train.py")); /* only what staging needs */
+    /* the repository's settings, and credentials only as references to the Secret */
+    ck_assert_str_eq(
+        cJSON_GetObjectItem(env_of(in, "SLUICE_ARTIFACTS_REPOSITORY"), "value")->valuestring, "s3");
+    ck_assert_str_eq(
+        cJSON_GetObjectItem(env_of(in, "SLUICE_ARTIFACTS_BUCKET"), "value")->valuestring,
+        "ml-artifacts");
+    ck_assert_str_eq(
+        cJSON_GetObjectItem(env_of(in, "SLUICE_ARTIFACTS_PART_SIZE_MB"), "value")->valuestring,
+        "32");
+    ck_assert_ptr_null(env_of(in, "SLUICE_ARTIFACTS_ROOT"));
+    const cJSON *ak = env_of(in, "AWS_ACCESS_KEY_ID");
+    ck_assert_ptr_null(cJSON_GetObjectItem(ak, "value"));
+    ck_assert_str_eq(str_at(ak, "valueFrom.secretKeyRef.name"), "sluice-s3");
+    ck_assert_str_eq(str_at(ak, "valueFrom.secretKeyRef.key"), "access_key_id");
+    ck_assert_str_eq(str_at(env_of(in, "AWS_SECRET_ACCESS_KEY"), "valueFrom.secretKeyRef.key"),
+                     "secret_access_key");
+    ck_assert(cJSON_IsTrue(at(env_of(in, "AWS_SESSION_TOKEN"), "valueFrom.secretKeyRef.optional")));
+    /* stage-out: the helper stores the outputs, with the same environment */
+    const cJSON *mainc = at(pod, "spec.containers.0");
+    ck_assert(has_arg(at(mainc, "command"), "--artifacts"));
+    ck_assert_ptr_nonnull(env_of(mainc, KUBE_ENV_ARTIFACT_SPEC));
+    ck_assert_ptr_nonnull(env_of(mainc, "AWS_SECRET_ACCESS_KEY"));
+    cJSON_Delete(pod);
+
+    /* the Secret's own key names (the chart's secrets.s3 keys); no token key: none asked */
+    o.artifacts_credentials_keys = "AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY";
+    pod = build(spec, &o);
+    ck_assert_str_eq(str_at(env_of(at(pod, "spec.containers.0"), "AWS_SECRET_ACCESS_KEY"),
+                            "valueFrom.secretKeyRef.key"),
+                     "AWS_SECRET_ACCESS_KEY");
+    ck_assert_ptr_null(env_of(at(pod, "spec.containers.0"), "AWS_SESSION_TOKEN"));
+    cJSON_Delete(pod);
+    o.artifacts_credentials_keys = NULL;
+
+    /* no Secret: no credentials at all (unsigned requests), never the worker's own */
+    o.artifacts_credentials = NULL;
+    pod = build(spec, &o);
+    ck_assert_ptr_null(env_of(at(pod, "spec.initContainers.1"), "AWS_ACCESS_KEY_ID"));
+    ck_assert_ptr_null(env_of(at(pod, "spec.containers.0"), "AWS_ACCESS_KEY_ID"));
+    cJSON_Delete(pod);
+
+    /* helper: image - the stage-in container is the only init container */
+    o.helper = KUBE_HELPER_IMAGE;
+    pod = build(spec, &o);
+    ck_assert_str_eq(str_at(pod, "spec.initContainers.0.name"), KUBE_STAGE_IN_CONTAINER);
+    ck_assert_ptr_null(at(pod, "spec.initContainers.1"));
+    cJSON_Delete(pod);
+
+    /* fs: the repository's claim mounted at artifacts.root in both containers */
+    struct kube_options f = base_opts();
+    f.artifacts_repository = "fs";
+    f.artifacts_root = "/mnt/artifacts";
+    f.artifacts_claim = "sluice-artifacts";
+    pod = build(spec, &f);
+    ck_assert_str_eq(str_at(pod, "spec.volumes.2.name"), "artifacts");
+    ck_assert_str_eq(str_at(pod, "spec.volumes.2.persistentVolumeClaim.claimName"),
+                     "sluice-artifacts");
+    ck_assert_str_eq(str_at(pod, "spec.containers.0.volumeMounts.2.mountPath"), "/mnt/artifacts");
+    ck_assert_str_eq(str_at(pod, "spec.initContainers.1.volumeMounts.1.mountPath"),
+                     "/mnt/artifacts");
+    ck_assert_str_eq(cJSON_GetObjectItem(
+                         env_of(at(pod, "spec.initContainers.1"), "SLUICE_ARTIFACTS_ROOT"), "value")
+                         ->valuestring,
+                     "/mnt/artifacts");
+    ck_assert_ptr_null(env_of(at(pod, "spec.containers.0"), "AWS_ACCESS_KEY_ID"));
+    cJSON_Delete(pod);
+
+    /* none: keys are where the upstream step left them - no stage-in; the helper still
+     * checks that declared outputs exist, as `local` does */
+    struct kube_options n = base_opts();
+    pod = build(spec, &n);
+    ck_assert_int_eq(cJSON_GetArraySize(at(pod, "spec.initContainers")), 1);
+    ck_assert(has_arg(at(pod, "spec.containers.0.command"), "--artifacts"));
+    cJSON_Delete(pod);
+    /* ... but a URL input is fetched */
+    cJSON *url = spec_of(art_spec);
+    cJSON *from = cJSON_GetObjectItem(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(url, "inputs"), "artifacts"),
+                            "dataset"),
+        "from");
+    cJSON_SetValuestring(from, "https://example.com/iris.csv");
+    pod = build(url, &n);
+    ck_assert_str_eq(str_at(pod, "spec.initContainers.1.name"), KUBE_STAGE_IN_CONTAINER);
+    cJSON_Delete(pod);
+    cJSON_Delete(url);
+    /* no helper and no repository: artifacts are ignored, as before */
+    n.helper = KUBE_HELPER_NONE;
+    pod = build(spec, &n);
+    ck_assert_ptr_null(at(pod, "spec.initContainers"));
+    ck_assert_ptr_null(env_of(at(pod, "spec.containers.0"), KUBE_ENV_ARTIFACT_SPEC));
+    cJSON_Delete(pod);
+    cJSON_Delete(spec);
+}
+END_TEST
+
+START_TEST(test_artifact_settings_that_cannot_work_are_refused)
+{
+    struct kube_options o = s3_opts();
+    o.helper = KUBE_HELPER_NONE;
+    expect_error(art_spec, &o, "artifacts need the pod-side helper");
+    o = s3_opts();
+    o.artifacts_credentials_keys = "only_one";
+    expect_error(art_spec, &o, "kubernetes.artifacts_credentials_keys 'only_one' is not id,secret");
+    o.artifacts_credentials_keys = "a,,b";
+    expect_error(art_spec, &o, "kubernetes.artifacts_credentials_keys 'a,,b'");
+    o = s3_opts();
+    o.artifacts_repository = "ftp";
+    expect_error(art_spec, &o, "artifacts.repository must be none, s3 or fs, not 'ftp'");
+    o = s3_opts();
+    o.artifacts_repository = "fs";
+    expect_error(art_spec, &o, "artifacts.root must be an absolute path");
+    o.artifacts_root = "relative/dir";
+    expect_error(art_spec, &o, "artifacts.root must be an absolute path");
+    /* inputs staged into a directory the main container would not see */
+    o = s3_opts();
+    char *outside = xstrdup(art_spec);
+    char *wd = strstr(outside, "$(SLUICE_RUN_DIR)");
+    memcpy(wd, "/opt/app/iris/code", strlen("$(SLUICE_RUN_DIR)"));
+    expect_error(outside, &o,
+                 "must be on the work volume (kubernetes.work_mount '/sluice/work'), "
+                 "not '/opt/app/iris/cod'");
+    free(outside);
+}
+END_TEST
+
 START_TEST(test_every_pod_passes_the_official_schema)
 {
     all_pods = cJSON_CreateArray();
@@ -387,6 +583,20 @@ START_TEST(test_every_pod_passes_the_official_schema)
     none.helper = KUBE_HELPER_NONE;
     cJSON_DeleteItemFromObject(spec, "outputs");
     cJSON_Delete(build(spec, &none));
+    cJSON_Delete(spec);
+    /* every artifact option */
+    spec = spec_of(art_spec);
+    struct kube_options a[4] = {s3_opts(), s3_opts(), base_opts(), s3_opts()};
+    a[1].artifacts_credentials = NULL;
+    a[1].helper = KUBE_HELPER_IMAGE;
+    a[2].artifacts_repository = "fs";
+    a[2].artifacts_root = "/mnt/artifacts";
+    a[2].artifacts_claim = "sluice-artifacts";
+    a[3].artifacts_path_style = true;
+    a[3].artifacts_credentials_keys = "AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY";
+    a[3].image_pull_policy = "Always";
+    for (size_t i = 0; i < 4; i++)
+        cJSON_Delete(build(spec, &a[i]));
     cJSON_Delete(spec);
 
     char dir[] = "/tmp/sluice-kube-pod-XXXXXX";
@@ -426,6 +636,8 @@ Suite *suite_worker_kube_pod(void)
     tcase_add_test(tc, test_pod_fields);
     tcase_add_test(tc, test_helper_modes_and_minimal_options);
     tcase_add_test(tc, test_bad_input_is_refused_with_a_reason);
+    tcase_add_test(tc, test_artifacts_are_staged_inside_the_pod);
+    tcase_add_test(tc, test_artifact_settings_that_cannot_work_are_refused);
     tcase_add_test(tc, test_every_pod_passes_the_official_schema);
     suite_add_tcase(s, tc);
     return s;

@@ -32,6 +32,7 @@
 #include "cli/cli.h"
 #include "common/config.h"
 #include "common/error.h"
+#include "common/fsutil.h"
 #include "common/strbuf.h"
 #include "common/xalloc.h"
 #include "worker/artifacts.h"
@@ -54,27 +55,6 @@ static void pod_usage(FILE *out)
     fprintf(out, "usage: sluice pod install DEST\n"
                  "       sluice pod exec [--message-file F] [--mkdir DIR]... "
                  "[--param NAME=PATH]... [--artifacts VAR] -- ARGV...\n");
-}
-
-static int mkdir_p(const char *path)
-{
-    char *dir = xstrdup(path);
-    int rc = 0;
-    for (char *p = dir + 1;; p++) {
-        if (*p != '/' && *p != '\0')
-            continue;
-        char c = *p;
-        *p = '\0';
-        if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
-            rc = -errno;
-            break;
-        }
-        if (c == '\0')
-            break;
-        *p = c;
-    }
-    free(dir);
-    return rc;
 }
 
 /* Copies src to dest (via dest.tmp and a rename) with mode. Returns 0 or 1 (reported). */
@@ -159,7 +139,7 @@ static int copy_object(struct dl_phdr_info *info, size_t size, void *arg)
 static int install_libraries(const char *dir)
 {
     char *libdir = xasprintf("%s/lib", dir);
-    struct lib_walk w = {libdir, dir, mkdir_p(libdir) < 0 ? 1 : 0, false};
+    struct lib_walk w = {libdir, dir, sl_mkdir_p(libdir) < 0 ? 1 : 0, false};
     if (w.rc == 0)
         dl_iterate_phdr(copy_object, &w);
     if (w.rc == 0 && !w.have_loader) {
@@ -175,7 +155,7 @@ static int pod_install(const char *dest)
 {
     char *slash = strrchr(dest, '/');
     char *dir = slash && slash != dest ? xstrndup(dest, (size_t)(slash - dest)) : xstrdup(".");
-    (void)mkdir_p(dir);
+    (void)sl_mkdir_p(dir);
     int rc = copy_file("/proc/self/exe", dest, 0755);
     if (rc == 0)
         rc = install_libraries(dir);
@@ -323,7 +303,7 @@ static int pod_exec(int argc, char **argv)
         } else if ((v = cli_flag_value(argc, argv, &i, "--artifacts"))) {
             artifacts_var = v;
         } else if ((v = cli_flag_value(argc, argv, &i, "--mkdir"))) {
-            int e = mkdir_p(v);
+            int e = sl_mkdir_p(v);
             if (e < 0)
                 fprintf(stderr, "sluice pod exec: cannot create '%s': %s\n", v, strerror(-e));
         } else if ((v = cli_flag_value(argc, argv, &i, "--param")) && strchr(v, '=') &&

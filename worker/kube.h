@@ -208,10 +208,15 @@ void kube_ctx_cancel_orphans(struct kube_ctx *k, const char *run_id, const char 
 
 struct kube_exec;
 
+struct artifacts_repo;
 struct kube_exec_options {
     const char *log_path;  /* required; parent directories are created; appended to */
     const char *worker_id; /* named in the log's lines about creating and adopting; may be
                             * NULL */
+    /* the worker's artifact repository, borrowed: when it archives logs
+     * (artifacts.archive_logs), the finished log is stored there before the result is
+     * reported, on the loop's threadpool; NULL: none */
+    struct artifacts_repo *artifacts;
 };
 
 /*

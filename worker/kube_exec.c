@@ -34,6 +34,7 @@
  * "=== kubernetes: ..." lines, once per distinct condition.
  */
 #include "worker/kube.h"
+#include "worker/artifacts.h"
 #include "worker/kube_int.h"
 #include "worker/worker_int.h"
 #include "common/error.h"
@@ -91,6 +92,11 @@ struct logw {
 struct kube_exec {
     /* --- identity and links ------------------------------------------------------- */
     struct kube_ctx *k;
+    /* --- the finished log's archive (artifacts.archive_logs) ----------------------- */
+    struct artifacts_repo *artifacts; /* borrowed; NULL: none */
+    cJSON *ids;                       /* dag, run_id, step, map_index, attempt */
+    uv_work_t archive_work;
+    bool archive_busy, archive_done;
     struct kube_exec *hnext;       /* the ctx's hash bucket */
     struct kube_exec *prev, *next; /* the ctx's list */
     char *attempt_id, *name, *pod_json;
@@ -516,6 +522,7 @@ static void on_timer_closed(uv_handle_t *h)
 
 static void exec_free(struct kube_exec *e)
 {
+    cJSON_Delete(e->ids);
     cJSON_Delete(e->pod);
     cJSON_Delete(e->outputs);
     strbuf_release(&e->log.pending);
@@ -558,6 +565,27 @@ static void on_deleted_after(void *data, const struct kube_response *r)
  * freed. Called whenever anything it waits for completes.
  */
 static void exec_try_finish_once(struct kube_exec *e);
+static void exec_try_finish(struct kube_exec *e);
+
+/* Threadpool: the finished log next to the attempt's artifacts. A failure is logged and
+ * does not change the step's outcome. */
+static void on_archive_work(uv_work_t *w)
+{
+    struct kube_exec *e = w->data;
+    struct strbuf err = STRBUF_INIT;
+    if (artifacts_put_log(e->artifacts, e->ids, e->log.path, &err) < 0)
+        sl_warn("kube", "attempt \"%s\": cannot archive the log: %s", e->attempt_id, err.buf);
+    strbuf_release(&err);
+}
+
+static void on_archive_done(uv_work_t *w, int status)
+{
+    (void)status;
+    struct kube_exec *e = w->data;
+    e->archive_busy = false;
+    e->archive_done = true;
+    exec_try_finish(e);
+}
 
 static void exec_try_finish(struct kube_exec *e)
 {
@@ -606,6 +634,19 @@ static void exec_try_finish_once(struct kube_exec *e)
         }
         if (e->call || !logw_idle(e))
             return;
+        if (!e->release && !e->archive_done && artifacts_archive_logs(e->artifacts)) {
+            if (!e->archive_busy) {
+                e->archive_busy = true;
+                e->archive_work.data = e;
+                if (uv_queue_work(e->k->loop, &e->archive_work, on_archive_work, on_archive_done) <
+                    0) {
+                    e->archive_busy = false;
+                    e->archive_done = true; /* not archived: the log volume keeps it */
+                }
+            }
+            if (e->archive_busy)
+                return;
+        }
         /* report */
         e->state = KX_DONE;
         struct exec_local_result r = {
@@ -1383,6 +1424,16 @@ int kube_exec_start(struct kube_exec **out, struct kube_ctx *k, const cJSON *spe
     e->name = kube_pod_name(e->attempt_id);
     e->path_pod = xasprintf("/api/v1/namespaces/%s/pods/%s", k->ns, e->name);
     e->worker_id = xstrdup(opts->worker_id ? opts->worker_id : "?");
+    e->artifacts = opts->artifacts;
+    if (artifacts_archive_logs(e->artifacts)) { /* what the archive's key is made of */
+        static const char *const keep[] = {"dag", "run_id", "step", "map_index", "attempt"};
+        e->ids = cJSON_CreateObject();
+        for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(spec, keep[i]);
+            if (v)
+                cJSON_AddItemToObject(e->ids, keep[i], cJSON_Duplicate(v, true));
+        }
+    }
     e->created_mono = mono_ms();
     const cJSON *pt = jobj(spec, "pending_timeout_ms");
     e->pending_ms = cJSON_IsNumber(pt) && pt->valuedouble > 0 ? (int64_t)pt->valuedouble

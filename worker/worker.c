@@ -532,7 +532,8 @@ static void job_start_kube(struct worker_job *j)
     job_stage_running(j);
     sl_info(WORKER_LOG, "attempt \"%s\" started as a pod (dag_id=%s run_id=%s step=%s)",
             j->msg->attempt_id, j->msg->dag_id, j->msg->run_id, j->msg->step);
-    struct kube_exec_options o = {.log_path = j->log_path, .worker_id = w->id};
+    struct kube_exec_options o = {
+        .log_path = j->log_path, .worker_id = w->id, .artifacts = w->artifacts};
     int rc = kube_exec_start(&j->kexec, w->kube, j->msg->spec, &o, on_exec_done, j);
     if (rc < 0) {
         job_report(j, EXEC_FAIL_ERROR, "cannot start the executor", -1, 0, 0, NULL);

@@ -26,6 +26,8 @@
 #include "tests/harness/k8ssim.h"
 #include "tests/harness/pgtest.h"
 #include "tests/testutil.h"
+#include "common/config.h"
+#include "worker/artifacts.h"
 #include "worker/kube.h"
 #include "worker/worker.h"
 
@@ -76,6 +78,7 @@ struct fx {
     struct scheduler *sched;
     pthread_t thread;
     struct arena mem;
+    struct artifacts_repo *artifacts; /* the worker's own repository (archived logs); NULL */
 };
 
 static void *sched_main(void *arg)
@@ -213,7 +216,8 @@ static struct worker *start_worker_with(const struct fx *f, const char *queue, s
                                .log_root = f->logs,
                                .heartbeat_interval_ms = 500,
                                .stop_grace_ms = 2000,
-                               .kube = &k};
+                               .kube = &k,
+                               .artifacts = f->artifacts};
     struct worker *w = NULL;
     ck_assert_int_eq(worker_start(&w, &o), 0);
     return w;
@@ -457,7 +461,28 @@ START_TEST(test_iris_passes_its_artifacts_through_an_fs_claim)
     k.artifacts_repository = "fs";
     k.artifacts_root = "/sluice/artifacts";
     k.artifacts_claim = "artifacts";
+    /* the worker mounts the same claim (here: the simulator's host directory for it) and
+     * archives every finished log there */
+    struct sl_config ac = {0};
+    char *root = xasprintf("%s/artifacts", f.tmp);
+    ac.artifacts.repository = "fs";
+    ac.artifacts.root = root;
+    ac.artifacts.prefix = "";
+    ac.artifacts.compression = "gzip";
+    ac.artifacts.archive_logs = true;
+    struct strbuf err = STRBUF_INIT;
+    ck_assert_msg(artifacts_open(&f.artifacts, &ac, &err) == 0, "%s", err.buf);
+    strbuf_release(&err);
     run_artifact_dags(&f, k, "stored as fs:", "file:///sluice/artifacts/no/such/data");
+    /* every finished attempt's log was archived, trailer included */
+    char *logs = xasprintf("grep -l '=== sluice: attempt .* succeeded' "
+                           "%s/iris/*/train/1/sluice.log %s/iris/*/evaluate/1/sluice.log",
+                           root, root);
+    sh(logs);
+    free(logs);
+    artifacts_close(f.artifacts);
+    f.artifacts = NULL;
+    free(root);
     /* the model is in the repository's volume, under its key */
     char *cmd = xasprintf("test -n \"$(find '%s/artifacts/iris' -path '*/train/1/model' -type f "
                           "-size +0)\"",

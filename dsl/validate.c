@@ -917,12 +917,13 @@ static void check_step(struct ref_check *c)
                 continue;
             }
             dsl_template_each_ref(t, check_ref, c);
-        } else if (strncmp(in->from, "s3://", 5) && strncmp(in->from, "file://", 7) &&
-                   strncmp(in->from, "http://", 7) && strncmp(in->from, "https://", 8)) {
+        } else if (strcmp(in->from, "git") && strncmp(in->from, "s3://", 5) &&
+                   strncmp(in->from, "file://", 7) && strncmp(in->from, "http://", 7) &&
+                   strncmp(in->from, "https://", 8)) {
             dsl_parse_error(c->P, m->inputs[i],
                             "input artifact '%s': from '%s' is neither \"{{ "
-                            "steps.<step>.outputs.artifacts.<name> }}\" nor an s3://, file://, "
-                            "http:// or https:// URI",
+                            "steps.<step>.outputs.artifacts.<name> }}\", git (the DAG's "
+                            "repository) nor an s3://, file://, http:// or https:// URI",
                             in->name, in->from);
         }
     }

@@ -166,10 +166,20 @@ static void set_state(struct engine_run *run, size_t i, enum engine_state to,
     in->state = to;
 }
 
+void engine_run_set_repo(struct engine_run *run, const char *url, const char *commit)
+{
+    free(run->repo_url);
+    free(run->commit);
+    run->repo_url = url ? xstrdup(url) : NULL;
+    run->commit = commit ? xstrdup(commit) : NULL;
+}
+
 void engine_run_free(struct engine_run *run)
 {
     if (!run)
         return;
+    free(run->repo_url);
+    free(run->commit);
     for (size_t i = 0; i < run->n_inst; i++) {
         free(run->inst[i].reason);
         cJSON_Delete(run->inst[i].outputs);
@@ -501,6 +511,12 @@ static cJSON *build_spec(struct engine_run *run, size_t i, char *err, size_t err
         cJSON *o = cJSON_AddObjectToObject(ins, d->input_artifacts[a].name);
         cJSON_AddStringToObject(o, "from", s);
         cJSON_AddStringToObject(o, "path", d->input_artifacts[a].path);
+        if (!strcmp(s, "git") && run->repo_url && run->commit &&
+            !cJSON_GetObjectItemCaseSensitive(spec, "repo")) {
+            cJSON *repo = cJSON_AddObjectToObject(spec, "repo");
+            cJSON_AddStringToObject(repo, "url", run->repo_url);
+            cJSON_AddStringToObject(repo, "commit", run->commit);
+        }
         free(s);
     }
     add_kv(spec, "labels", d->labels, d->n_labels);

@@ -105,6 +105,8 @@ struct engine_run {
     char *run_id;
     char *logical_time;        /* RFC 3339 UTC */
     char *dag_dir;             /* for {{ dag.dir }} */
+    char *repo_url, *commit;   /* the DAG repository and the run's commit, for inputs
+                                * "from: git" (engine_run_set_repo); NULL: none */
     cJSON *params;             /* the run's values, defaults filled in; owned */
     struct engine_step *steps; /* dag->steps then dag->on_exit */
     size_t n_steps;
@@ -181,6 +183,10 @@ void engine_actions_release(struct engine_actions *a);
  */
 int engine_run_new(struct engine_run **out, const struct dsl_dag *dag, const char *run_id,
                    const char *logical_time, const char *dag_dir, const cJSON *params);
+/* The DAG's repository (a URL without credentials) and the commit the run is pinned to:
+ * dispatch specs of steps with an input "from: git" carry them as "repo" {url, commit}.
+ * Copies both; NULLs clear them. */
+void engine_run_set_repo(struct engine_run *run, const char *url, const char *commit);
 void engine_run_free(struct engine_run *run);
 
 /* One persisted step instance, as the store returns it after a restart. */

@@ -600,6 +600,11 @@ static int load_run(struct scheduler *s, const struct store_run *sr, int64_t now
         free(r);
         goto out;
     }
+    if (s->o.git.url && sr->commit_sha) { /* inputs "from: git" */
+        char *url = gitsync_redact_url(s->o.git.url);
+        engine_run_set_repo(r->er, url, sr->commit_sha);
+        free(url);
+    }
     /* the workers of running attempts, for the reconciler */
     for (size_t i = 0; i < n_rows; i++) {
         if (!rows[i].worker)

@@ -695,16 +695,36 @@ int artifacts_get_git(const char *url, const char *commit, const char *path, str
     char *tmp = xasprintf("%s.sluice-git.%ld", path, (long)getpid());
     git_repository *repo = NULL;
     git_object *obj = NULL;
-    git_clone_options opts;
-    git_clone_options_init(&opts, GIT_CLONE_OPTIONS_VERSION);
-    opts.checkout_opts.checkout_strategy = GIT_CHECKOUT_NONE;
+    git_remote *remote = NULL;
     int rc = make_parents(path) < 0 ? SL_EIO : 0;
     remove_path(tmp);
-    if (rc == 0 && git_clone(&repo, url, tmp, &opts) < 0)
-        rc = git_fail(err, "clone", url);
+    /* init, an anonymous remote and a download rather than git_clone(): no insteadOf
+     * rewriting of the URL (whose lookup leaks in Debian's libgit2 1.5), and nothing of
+     * the clone's configuration needed */
+    if (rc == 0 && git_repository_init(&repo, tmp, 0) < 0)
+        rc = git_fail(err, "init", url);
+    if (rc == 0) {
+        git_remote_create_options ro;
+        git_remote_create_options_init(&ro, GIT_REMOTE_CREATE_OPTIONS_VERSION);
+        ro.repository = repo;
+        ro.flags = GIT_REMOTE_CREATE_SKIP_INSTEADOF | GIT_REMOTE_CREATE_SKIP_DEFAULT_FETCHSPEC;
+        char *specs[] = {"+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"};
+        git_strarray refspecs = {specs, 2};
+        git_fetch_options fo;
+        git_fetch_options_init(&fo, GIT_FETCH_OPTIONS_VERSION);
+        fo.download_tags = GIT_REMOTE_DOWNLOAD_TAGS_NONE;
+        if (git_remote_create_with_opts(&remote, url, &ro) < 0 ||
+            git_remote_download(remote, &refspecs, &fo) < 0 ||
+            git_remote_update_tips(remote, NULL, 0, GIT_REMOTE_DOWNLOAD_TAGS_NONE, NULL) < 0)
+            rc = git_fail(err, "fetch", url);
+    }
     if (rc == 0 && git_revparse_single(&obj, repo, commit) < 0) {
-        strbuf_addf(err, "git: no commit '%s' in '%s'", commit, url);
-        rc = SL_ENOENT;
+        char *branch = xasprintf("origin/%s", commit); /* a branch name */
+        if (git_revparse_single(&obj, repo, branch) < 0) {
+            strbuf_addf(err, "git: no commit '%s' in '%s'", commit, url);
+            rc = SL_ENOENT;
+        }
+        free(branch);
     }
     if (rc == 0) {
         git_checkout_options co;
@@ -715,6 +735,7 @@ int artifacts_get_git(const char *url, const char *commit, const char *path, str
             rc = git_fail(err, "checkout", url);
     }
     git_object_free(obj);
+    git_remote_free(remote);
     git_repository_free(repo);
     if (rc == 0) {
         char *dotgit = xasprintf("%s/.git", tmp);
@@ -783,6 +804,50 @@ static enum artifacts_blame blame_of(int rc)
                                                                 : ARTIFACTS_BLAME_ERROR;
 }
 
+/* An input "from: git": the repository and commit the scheduler put in the spec ("repo"),
+ * checked out at the input's path. Needs no artifact repository. */
+static int stage_in_git(const cJSON *spec, const cJSON *in, const char *cwd, int log_fd,
+                        enum artifacts_blame *blame, struct strbuf *err)
+{
+    const cJSON *repo = cJSON_GetObjectItemCaseSensitive(spec, "repo");
+    const cJSON *url = cJSON_GetObjectItemCaseSensitive(repo, "url");
+    const cJSON *commit = cJSON_GetObjectItemCaseSensitive(repo, "commit");
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(in, "path");
+    if (!cJSON_IsString(url) || !cJSON_IsString(commit)) {
+        *blame = ARTIFACTS_BLAME_ERROR;
+        strbuf_addf(err,
+                    "input artifact '%s' asks for the DAG repository, but the run has no "
+                    "commit (its DAGs come from a directory, not from git.url)",
+                    in->string);
+        return SL_EINVAL;
+    }
+    const char *given = cJSON_IsString(p) ? p->valuestring : NULL;
+    char *rel = given && *given ? xstrdup(given) : xasprintf("inputs/%s", in->string);
+    if (has_dotdot(rel)) {
+        *blame = ARTIFACTS_BLAME_ERROR;
+        strbuf_addf(err, "input artifact '%s' path '%s' has a '..' component", in->string, rel);
+        free(rel);
+        return SL_EINVAL;
+    }
+    char *dest = resolve(cwd, rel);
+    struct strbuf e = STRBUF_INIT;
+    int64_t t0 = sl_wall_ms();
+    int rc = artifacts_get_git(url->valuestring, commit->valuestring, dest, &e);
+    if (rc < 0) {
+        *blame = rc == SL_EIO ? ARTIFACTS_BLAME_TRANSIENT : ARTIFACTS_BLAME_ERROR;
+        strbuf_addf(err, "input artifact '%s' from the repository at %.12s: %s", in->string,
+                    commit->valuestring, e.buf);
+        log_line(log_fd, "input artifact '%s' failed: %s", in->string, e.buf);
+    } else {
+        log_line(log_fd, "input artifact '%s': %s at %.12s checked out at %s (%lld ms)", in->string,
+                 url->valuestring, commit->valuestring, rel, (long long)(sl_wall_ms() - t0));
+    }
+    strbuf_release(&e);
+    free(dest);
+    free(rel);
+    return rc;
+}
+
 int artifacts_stage_in(struct artifacts_repo *r, const cJSON *spec, const char *cwd, int log_fd,
                        const atomic_int *cancel, enum artifacts_blame *blame, struct strbuf *err)
 {
@@ -806,6 +871,12 @@ int artifacts_stage_in(struct artifacts_repo *r, const cJSON *spec, const char *
             return SL_EINVAL;
         }
         const char *src = from->valuestring;
+        if (!strcmp(src, "git")) { /* the DAG's repository at the run's commit */
+            int rc = stage_in_git(spec, in, cwd, log_fd, blame, err);
+            if (rc < 0)
+                return rc;
+            continue;
+        }
         bool is_key = strncmp(src, "http://", 7) && strncmp(src, "https://", 8) &&
                       strncmp(src, "file://", 7) && strncmp(src, "s3://", 5);
         /* without a repository, upstream outputs are where the upstream step left them */

@@ -332,8 +332,8 @@ static void copy_spec(struct exec_local *e, const cJSON *spec)
     const cJSON *outs = cJSON_GetObjectItemCaseSensitive(spec, "outputs");
     if (!e->reason && (cJSON_GetObjectItemCaseSensitive(ins, "artifacts") ||
                        cJSON_GetObjectItemCaseSensitive(outs, "artifacts") || e->artifacts)) {
-        static const char *const keep[] = {"inputs", "outputs",   "dag",    "run_id",
-                                           "step",   "map_index", "attempt"};
+        static const char *const keep[] = {"inputs", "outputs",   "dag",     "run_id",
+                                           "step",   "map_index", "attempt", "repo"};
         e->artifact_spec = cJSON_CreateObject();
         for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++) {
             const cJSON *v = cJSON_GetObjectItemCaseSensitive(spec, keep[i]);

@@ -319,7 +319,7 @@ static bool has_inputs_to_stage(const cJSON *spec, const struct kube_options *o)
         const char *from = spec_str(in, "from");
         if (!repo_is(o, "none") || !from)
             return true; /* a malformed one: `sluice artifact get` says what is wrong */
-        if (strstr(from, "://"))
+        if (strstr(from, "://") || !strcmp(from, "git")) /* a URI, or the DAG repository */
             return true;
     }
     return false;
@@ -343,7 +343,7 @@ static char *artifact_spec_json(const cJSON *spec)
             cJSON_AddItemToObject(cJSON_AddObjectToObject(a, sections[i]), "artifacts",
                                   cJSON_Duplicate(v, true));
     }
-    const char *const ids[] = {"dag", "run_id", "step", "map_index", "attempt"};
+    const char *const ids[] = {"dag", "run_id", "step", "map_index", "attempt", "repo"};
     for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(spec, ids[i]);
         if (v)

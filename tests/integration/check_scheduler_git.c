@@ -385,6 +385,50 @@ START_TEST(test_restart_during_a_fetch)
 }
 END_TEST
 
+/* A step that asks for the DAG repository itself (inputs "from: git") gets it at its run's
+ * commit, checked out in its attempt directory, whatever was pushed since. */
+static const char code_dag[] =
+    "name: code\n"
+    "steps:\n"
+    "  - name: read\n"
+    "    workdir: '{{ attempt.dir }}'\n"
+    "    inputs: {artifacts: {repo: {from: git, path: src}}}\n"
+    "    command: [/bin/sh, -c, 'cat src/dags/version.txt > out; test ! -e src/.git']\n"
+    "    outputs: {params: {out: out}}\n";
+
+START_TEST(test_git_input_artifact)
+{
+    struct fx f;
+    fx_init(&f, &git, "gitinput");
+    ck_assert_int_eq(harness_git_write_file(f.wt, "dags/code.yaml", code_dag), 0);
+    ck_assert_int_eq(harness_git_write_file(f.wt, "dags/version.txt", "one\n"), 0);
+    char *c1 = push(&f, "one");
+    start_worker(&f);
+    start_scheduler(&f);
+    cJSON_Delete(wait_status(&f, c1, 0));
+    struct store_run r1 = trigger(&f, "code");
+    ck_assert_str_eq(run_output(&f, &r1), "one");
+    ck_assert_int_eq(harness_git_write_file(f.wt, "dags/version.txt", "two\n"), 0);
+    char *c2 = push(&f, "two");
+    poke(&f);
+    cJSON_Delete(wait_status(&f, c2, 0));
+    struct store_run r2 = trigger(&f, "code");
+    ck_assert_str_eq(run_output(&f, &r2), "two");
+    /* a run pinned to the first commit still gets the first commit's files */
+    struct store_run_new rn = {.dag_id = "code",
+                               .trigger = STORE_TRIGGER_RETRY,
+                               .logical_time_ms = STORE_NO_TIME,
+                               .commit_sha = c1};
+    struct store_run r3;
+    bool existed;
+    CK_STORE_OK(f.st, store_run_create(f.st, &r3, &existed, &rn, &f.mem));
+    ck_assert_str_eq(run_output(&f, &r3), "one");
+    fx_done(&f);
+    free(c1);
+    free(c2);
+}
+END_TEST
+
 Suite *suite_integration_scheduler_git(void)
 {
     Suite *s = suite_create("integration_scheduler_git");
@@ -394,6 +438,7 @@ Suite *suite_integration_scheduler_git(void)
     tcase_add_test(tc, test_runs_use_their_commit);
     tcase_add_test(tc, test_failed_syncs_keep_everything);
     tcase_add_test(tc, test_restart_during_a_fetch);
+    tcase_add_test(tc, test_git_input_artifact);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -275,12 +275,14 @@ int cmd_standalone(int argc, char **argv)
         return 1;
     }
     fprintf(stderr, "  API:      http://%s/api/v1 (port %d)\n", c.api.listen, cli_api_port(api));
+    char *source = c.git.url ? gitsync_redact_url(c.git.url) : xstrdup(c.dags_dir);
     fprintf(stderr,
             "sluice standalone is running: DAGs from %s, step logs in %s\n"
             "  database: %s\n  redis:    %s\n"
             "Press Ctrl-C to stop.\n",
-            c.dags_dir, c.log_root, k.embed ? "embedded" : "configured",
+            source, c.log_root, k.embed ? "embedded" : "configured",
             k.embed ? "embedded" : "configured");
+    free(source);
     int status = 0;
     while (!interrupted) {
         nap_ms(500);

@@ -804,23 +804,12 @@ static enum artifacts_blame blame_of(int rc)
                                                                 : ARTIFACTS_BLAME_ERROR;
 }
 
-/* An input "from: git": the repository and commit the scheduler put in the spec ("repo"),
- * checked out at the input's path. Needs no artifact repository. */
-static int stage_in_git(const cJSON *spec, const cJSON *in, const char *cwd, int log_fd,
-                        enum artifacts_blame *blame, struct strbuf *err)
+/* An input's place: its path (default inputs/<name>), refused with a '..' component.
+ * Sets *out_rel and *out_dest (the path under cwd; caller frees both). */
+static int input_place(const cJSON *in, const char *cwd, char **out_rel, char **out_dest,
+                       enum artifacts_blame *blame, struct strbuf *err)
 {
-    const cJSON *repo = cJSON_GetObjectItemCaseSensitive(spec, "repo");
-    const cJSON *url = cJSON_GetObjectItemCaseSensitive(repo, "url");
-    const cJSON *commit = cJSON_GetObjectItemCaseSensitive(repo, "commit");
     const cJSON *p = cJSON_GetObjectItemCaseSensitive(in, "path");
-    if (!cJSON_IsString(url) || !cJSON_IsString(commit)) {
-        *blame = ARTIFACTS_BLAME_ERROR;
-        strbuf_addf(err,
-                    "input artifact '%s' asks for the DAG repository, but the run has no "
-                    "commit (its DAGs come from a directory, not from git.url)",
-                    in->string);
-        return SL_EINVAL;
-    }
     const char *given = cJSON_IsString(p) ? p->valuestring : NULL;
     char *rel = given && *given ? xstrdup(given) : xasprintf("inputs/%s", in->string);
     if (has_dotdot(rel)) {
@@ -829,7 +818,30 @@ static int stage_in_git(const cJSON *spec, const cJSON *in, const char *cwd, int
         free(rel);
         return SL_EINVAL;
     }
-    char *dest = resolve(cwd, rel);
+    *out_rel = rel;
+    *out_dest = resolve(cwd, rel);
+    return 0;
+}
+
+/* An input "from: git": the repository and commit the scheduler put in the spec ("repo"),
+ * checked out at the input's path. Needs no artifact repository. */
+static int stage_in_git(const cJSON *spec, const cJSON *in, const char *cwd, int log_fd,
+                        enum artifacts_blame *blame, struct strbuf *err)
+{
+    const cJSON *repo = cJSON_GetObjectItemCaseSensitive(spec, "repo");
+    const cJSON *url = cJSON_GetObjectItemCaseSensitive(repo, "url");
+    const cJSON *commit = cJSON_GetObjectItemCaseSensitive(repo, "commit");
+    if (!cJSON_IsString(url) || !cJSON_IsString(commit)) {
+        *blame = ARTIFACTS_BLAME_ERROR;
+        strbuf_addf(err,
+                    "input artifact '%s' asks for the DAG repository, but the run has no "
+                    "commit (its DAGs come from a directory, not from git.url)",
+                    in->string);
+        return SL_EINVAL;
+    }
+    char *rel, *dest;
+    if (input_place(in, cwd, &rel, &dest, blame, err) < 0)
+        return SL_EINVAL;
     struct strbuf e = STRBUF_INIT;
     int64_t t0 = sl_wall_ms();
     int rc = artifacts_get_git(url->valuestring, commit->valuestring, dest, &e);
@@ -882,15 +894,9 @@ int artifacts_stage_in(struct artifacts_repo *r, const cJSON *spec, const char *
         /* without a repository, upstream outputs are where the upstream step left them */
         if (artifacts_kind(r) == ARTIFACTS_NONE && is_key)
             continue;
-        const char *given = p && cJSON_IsString(p) ? p->valuestring : NULL;
-        char *rel = given && *given ? xstrdup(given) : xasprintf("inputs/%s", in->string);
-        if (has_dotdot(rel)) {
-            *blame = ARTIFACTS_BLAME_ERROR;
-            strbuf_addf(err, "input artifact '%s' path '%s' has a '..' component", in->string, rel);
-            free(rel);
+        char *rel, *dest;
+        if (input_place(in, cwd, &rel, &dest, blame, err) < 0)
             return SL_EINVAL;
-        }
-        char *dest = resolve(cwd, rel);
         struct strbuf e = STRBUF_INIT;
         int64_t t0 = sl_wall_ms();
         int rc = artifacts_get(r, src, dest, cancel, &e);

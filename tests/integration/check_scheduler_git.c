@@ -210,6 +210,19 @@ static struct store_run trigger(struct fx *f, const char *dag)
     return r;
 }
 
+/* A run of dag pinned to an older commit, as a retry of an old run is. */
+static struct store_run run_pinned_to(struct fx *f, const char *dag, const char *commit)
+{
+    struct store_run_new rn = {.dag_id = dag,
+                               .trigger = STORE_TRIGGER_RETRY,
+                               .logical_time_ms = STORE_NO_TIME,
+                               .commit_sha = commit};
+    struct store_run r;
+    bool existed;
+    CK_STORE_OK(f->st, store_run_create(f->st, &r, &existed, &rn, &f->mem));
+    return r;
+}
+
 /* Waits for the run to end; returns its step's output param "out" (in f->mem). */
 static const char *run_output(struct fx *f, const struct store_run *r)
 {
@@ -281,13 +294,7 @@ START_TEST(test_runs_use_their_commit)
     ck_assert_ptr_nonnull(strstr(run_output(&f, &r2), "v2 "));
 
     /* a run pinned to the old commit still runs the old script (its retry would too) */
-    struct store_run_new rn = {.dag_id = "pipe",
-                               .trigger = STORE_TRIGGER_RETRY,
-                               .logical_time_ms = STORE_NO_TIME,
-                               .commit_sha = c1};
-    struct store_run r3;
-    bool existed;
-    CK_STORE_OK(f.st, store_run_create(f.st, &r3, &existed, &rn, &f.mem));
+    struct store_run r3 = run_pinned_to(&f, "pipe", c1);
     ck_assert_str_eq(r3.commit_sha, c1);
     ck_assert_ptr_nonnull(strstr(run_output(&f, &r3), "v1 "));
 
@@ -415,13 +422,7 @@ START_TEST(test_git_input_artifact)
     struct store_run r2 = trigger(&f, "code");
     ck_assert_str_eq(run_output(&f, &r2), "two");
     /* a run pinned to the first commit still gets the first commit's files */
-    struct store_run_new rn = {.dag_id = "code",
-                               .trigger = STORE_TRIGGER_RETRY,
-                               .logical_time_ms = STORE_NO_TIME,
-                               .commit_sha = c1};
-    struct store_run r3;
-    bool existed;
-    CK_STORE_OK(f.st, store_run_create(f.st, &r3, &existed, &rn, &f.mem));
+    struct store_run r3 = run_pinned_to(&f, "code", c1);
     ck_assert_str_eq(run_output(&f, &r3), "one");
     fx_done(&f);
     free(c1);

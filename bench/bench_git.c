@@ -35,6 +35,16 @@
 #define ROUNDS  7
 
 static char root[64];
+static pid_t daemon_pid; /* the git daemon, stopped at exit however the program ends */
+
+static void stop_daemon(void)
+{
+    if (daemon_pid > 0) {
+        kill(daemon_pid, SIGTERM);
+        waitpid(daemon_pid, NULL, 0);
+        daemon_pid = 0;
+    }
+}
 
 static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int sh(const char *fmt, ...)
@@ -198,6 +208,7 @@ static void bench_url(const char *label, const char *url, struct store *st, int 
     /* a fresh database view each time: drop what the previous URL recorded */
     struct registry_cache cache;
     registry_cache_init(&cache);
+    bool db_had_them = *variant > 0; /* an earlier URL recorded the same DAGs */
     struct timing first = sync_once(g, st, &cache);
     double idle[ROUNDS], one[ROUNDS], one_fetch[ROUNDS], peer[ROUNDS];
     for (int r = 0; r < ROUNDS; r++)
@@ -222,7 +233,7 @@ static void bench_url(const char *label, const char *url, struct store *st, int 
     printf("%-8s first sync (clone, read, parse and record %d DAGs): %7.1f ms "
            "(fetch and checkout %.1f, parse and record %.1f%s)\n",
            label, N_FILES, first.fetch_ms + first.apply_ms, first.fetch_ms, first.apply_ms,
-           *variant ? "; the database already held them" : "");
+           db_had_them ? "; the database already held them" : "");
     printf("%-8s sync with nothing new:                              %7.1f ms (median of %d)\n",
            label, median(idle, ROUNDS), ROUNDS);
     printf("%-8s sync after one file changed:                        %7.1f ms (median of %d; "
@@ -240,7 +251,7 @@ static void bench_url(const char *label, const char *url, struct store *st, int 
 
 int main(void)
 {
-    sl_log_set_level(SL_LOG_WARN);
+    sl_log_set_level(getenv("BENCH_DEBUG") ? SL_LOG_DEBUG : SL_LOG_WARN);
     snprintf(root, sizeof(root), "/tmp/sluice-bench-git-XXXXXX");
     if (!mkdtemp(root) || chmod(root, 0755) < 0) /* the embedded servers run as nobody */
         return 1;
@@ -262,8 +273,9 @@ int main(void)
         return 1;
     }
     int port = free_port();
-    pid_t daemon = start_daemon(port);
-    if (daemon < 0) {
+    daemon_pid = start_daemon(port);
+    atexit(stop_daemon);
+    if (daemon_pid < 0) {
         fprintf(stderr, "bench_git: git daemon did not start\n");
         return 1;
     }
@@ -287,8 +299,7 @@ int main(void)
 
     store_close(st);
     embed_stop(embed);
-    kill(daemon, SIGTERM);
-    waitpid(daemon, NULL, 0);
+    stop_daemon();
     sl_remove_tree(AT_FDCWD, root);
     free(git_url);
     free(file_url);

@@ -51,6 +51,7 @@ struct gitsync {
     int cred_calls;
     bool timed_out;
     char *cert_error;
+    char *last_checkout; /* the commit of the last checkout made, a base for the next */
 };
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
@@ -311,6 +312,7 @@ void gitsync_close(struct gitsync *g)
     free(g->repo_dir);
     free(g->checkouts_dir);
     free(g->cert_error);
+    free(g->last_checkout);
     pthread_mutex_destroy(&g->lock);
     free(g);
 }
@@ -621,9 +623,18 @@ static int read_commit(struct gitsync *g, const git_commit *commit, struct regis
 
 /* --- checkouts ------------------------------------------------------------------------- */
 
+/* The previous checkout, whose files a new one shares when their blob is the same: a
+ * commit that changed one file of a thousand writes one file and links the rest (files
+ * are read-only, so sharing their inodes is safe; creating files is what costs). */
+struct base {
+    const git_tree *tree; /* the same directory in the previous commit, or NULL */
+    int fd;               /* that directory in the previous checkout, or -1 */
+};
+
 /* Writes tree into the directory open as dirfd (made by the caller), then makes the
  * directory read-only. Returns 0, a libgit2 error or -errno. */
-static int write_tree(git_repository *repo, const git_tree *tree, int dirfd, int depth)
+static int write_tree(git_repository *repo, const git_tree *tree, int dirfd, struct base base,
+                      int depth)
 {
     if (depth > MAX_DEPTH)
         return -ELOOP;
@@ -635,6 +646,7 @@ static int write_tree(git_repository *repo, const git_tree *tree, int dirfd, int
         git_filemode_t mode = git_tree_entry_filemode(e);
         if (!strcmp(name, ".git"))
             continue;
+        const git_tree_entry *was = base.tree ? git_tree_entry_byname(base.tree, name) : NULL;
         if (mode == GIT_FILEMODE_TREE || mode == GIT_FILEMODE_COMMIT) {
             if (mkdirat(dirfd, name, 0755) < 0) {
                 rc = -errno;
@@ -643,15 +655,30 @@ static int write_tree(git_repository *repo, const git_tree *tree, int dirfd, int
             if (mode == GIT_FILEMODE_COMMIT) /* a submodule: an empty directory, as git does */
                 continue;
             int sub = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-            git_tree *t = NULL;
+            git_tree *t = NULL, *bt = NULL;
+            struct base sub_base = {NULL, -1};
+            if (was && git_tree_entry_filemode(was) == GIT_FILEMODE_TREE && base.fd >= 0 &&
+                git_tree_lookup(&bt, repo, git_tree_entry_id(was)) == 0) {
+                sub_base.fd =
+                    openat(base.fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                sub_base.tree = sub_base.fd >= 0 ? bt : NULL;
+            }
             rc = sub < 0 ? -errno : git_tree_lookup(&t, repo, git_tree_entry_id(e));
             if (rc == 0)
-                rc = write_tree(repo, t, sub, depth + 1);
+                rc = write_tree(repo, t, sub, sub_base, depth + 1);
             git_tree_free(t);
+            git_tree_free(bt);
+            if (sub_base.fd >= 0)
+                close(sub_base.fd);
             if (sub >= 0)
                 close(sub);
             continue;
         }
+        if (mode != GIT_FILEMODE_LINK && was && base.fd >= 0 &&
+            git_tree_entry_filemode(was) == mode &&
+            git_oid_equal(git_tree_entry_id(was), git_tree_entry_id(e)) &&
+            linkat(base.fd, name, dirfd, name, 0) == 0)
+            continue; /* the same file as before: shared */
         git_blob *blob = NULL;
         rc = git_blob_lookup(&blob, repo, git_tree_entry_id(e));
         if (rc < 0)
@@ -712,8 +739,26 @@ static int materialize(struct gitsync *g, const git_commit *commit, const char *
         rc = -errno;
     if (rc == 0 && (fd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
         rc = -errno;
+    /* the previous checkout made, to share its unchanged files */
+    struct base base = {NULL, -1};
+    git_commit *prev = NULL;
+    git_tree *prev_tree = NULL;
+    if (rc == 0 && g->last_checkout && strcmp(g->last_checkout, sha)) {
+        git_oid poid;
+        char *pdir = xasprintf("%s/%s", g->checkouts_dir, g->last_checkout);
+        if (git_oid_fromstr(&poid, g->last_checkout) == 0 &&
+            git_commit_lookup(&prev, g->repo, &poid) == 0 &&
+            git_commit_tree(&prev_tree, prev) == 0 &&
+            (base.fd = open(pdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0)
+            base.tree = prev_tree;
+        free(pdir);
+    }
     if (rc == 0)
-        rc = write_tree(g->repo, tree, fd, 0);
+        rc = write_tree(g->repo, tree, fd, base, 0);
+    if (base.fd >= 0)
+        close(base.fd);
+    git_tree_free(prev_tree);
+    git_commit_free(prev);
     if (fd >= 0)
         close(fd);
     git_tree_free(tree);
@@ -729,6 +774,8 @@ static int materialize(struct gitsync *g, const git_commit *commit, const char *
         sl_remove_tree(AT_FDCWD, tmp);
     } else {
         sl_debug(COMP, "checkout of %.12s made in %lld ms", sha, (long long)(sl_wall_ms() - t0));
+        free(g->last_checkout);
+        g->last_checkout = xstrdup(sha);
     }
     free(tmp);
     free(final);

@@ -407,6 +407,23 @@ START_TEST(test_checkouts)
     ck_assert_int_eq(gitsync_checkout(g, &again, c1, &err), 0);
     ck_assert_str_eq(again, co1);
     ck_assert_int_eq(stat(co1, &st), 0);
+    /* made from the previous checkout: the unchanged file is shared, the changed one not */
+    char *s1 = xasprintf("%s/bin/run.sh", co1), *s2 = xasprintf("%s/bin/run.sh", co2);
+    char *a1 = xasprintf("%s/a.yaml", co1), *a2 = xasprintf("%s/a.yaml", co2);
+    struct stat x, y;
+    ck_assert_int_eq(stat(s1, &x), 0);
+    ck_assert_int_eq(stat(s2, &y), 0);
+    ck_assert(x.st_ino == y.st_ino);
+    ck_assert_int_eq(stat(a1, &x), 0);
+    ck_assert_int_eq(stat(a2, &y), 0);
+    ck_assert(x.st_ino != y.st_ino);
+    char *content1 = test_read_file(a1, NULL);
+    ck_assert_ptr_nonnull(strstr(content1, "one"));
+    free(content1);
+    free(s1);
+    free(s2);
+    free(a1);
+    free(a2);
 
     /* a commit made after the last fetch is not there yet */
     write_dag(wt, "a.yaml", "a", "three");

@@ -295,6 +295,14 @@ int engine_run_new(struct engine_run **out, const struct dsl_dag *dag, const cha
 
 /* --- the expression context ------------------------------------------------------- */
 
+/*
+ * What `{{ steps.<s>.outputs.artifacts.<a> }}` renders before the artifact's key: only the
+ * worker knows its repository (a shared path, an s3:// URI, or nothing), so the scheduler
+ * writes a reference the executor expands like `$(SLUICE_RUN_DIR)` (worker/artifacts.h:
+ * ARTIFACTS_BASE_VAR), and staging strips it from an input's `from`.
+ */
+#define ARTIFACT_BASE_REF "$(SLUICE_ARTIFACT_BASE)"
+
 static void artifact_key(struct strbuf *sb, const struct engine_run *run, size_t i,
                          const char *name)
 {
@@ -338,6 +346,7 @@ static cJSON *step_ctx_entry(struct engine_run *run, size_t k)
         const char *name = s->def->output_artifacts[a].name;
         if (!s->expanded) {
             strbuf_reset(&sb);
+            strbuf_addstr(&sb, ARTIFACT_BASE_REF);
             artifact_key(&sb, run, s->self, name);
             cJSON_AddStringToObject(arts, name, sb.buf);
             continue;
@@ -345,6 +354,7 @@ static cJSON *step_ctx_entry(struct engine_run *run, size_t k)
         cJSON *list = cJSON_AddArrayToObject(arts, name);
         for (size_t j = 0; j < s->count; j++) {
             strbuf_reset(&sb);
+            strbuf_addstr(&sb, ARTIFACT_BASE_REF);
             artifact_key(&sb, run, s->first + j, name);
             cJSON_AddItemToArray(list, cJSON_CreateString(sb.buf));
         }

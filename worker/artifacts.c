@@ -40,6 +40,7 @@ struct artifacts_repo {
     bool gzip;
     bool archive_logs;
     char *describe;
+    char *base; /* artifacts_base() */
 };
 
 /* --- paths ----------------------------------------------------------------------------- */
@@ -194,6 +195,14 @@ static char *full_key(const struct artifacts_repo *r, const char *key)
     return *r->prefix ? xasprintf("%s/%s", r->prefix, key) : xstrdup(key);
 }
 
+/* A source as the scheduler renders an upstream output: the key after the reference to
+ * the worker's repository (header: "Locations in templates"). */
+static const char *strip_base_ref(const char *source)
+{
+    static const char ref[] = "$(" ARTIFACTS_BASE_VAR ")";
+    return strncmp(source, ref, sizeof(ref) - 1) ? source : source + sizeof(ref) - 1;
+}
+
 /* --- opening ------------------------------------------------------------------------------ */
 
 /* Reads dir/name (one trailing newline removed), or NULL if it does not exist. */
@@ -271,6 +280,7 @@ int artifacts_open(struct artifacts_repo **out, const struct sl_config *c, struc
             while (rl > 1 && r->root[rl - 1] == '/')
                 r->root[--rl] = '\0';
             r->describe = xasprintf("fs:%s%s%s", r->root, *r->prefix ? "/" : "", r->prefix);
+            r->base = artifacts_base_for("fs", r->root, NULL, r->prefix);
         }
     } else if (!strcmp(kind, "s3")) {
         r->kind = ARTIFACTS_S3;
@@ -319,6 +329,7 @@ int artifacts_open(struct artifacts_repo **out, const struct sl_config *c, struc
             }
             strbuf_release(&e);
             r->describe = xasprintf("s3://%s%s%s", r->bucket, *r->prefix ? "/" : "", r->prefix);
+            r->base = artifacts_base_for("s3", NULL, r->bucket, r->prefix);
         }
     } else {
         strbuf_addf(err, "artifacts.repository must be none, s3 or fs, not '%s'\n", kind);
@@ -346,6 +357,7 @@ void artifacts_close(struct artifacts_repo *r)
     free_secret(r->secret_key);
     free_secret(r->token);
     free(r->describe);
+    free(r->base);
     free(r);
 }
 
@@ -362,6 +374,38 @@ bool artifacts_archive_logs(const struct artifacts_repo *r)
 const char *artifacts_describe(const struct artifacts_repo *r)
 {
     return r && r->describe ? r->describe : "none";
+}
+
+const char *artifacts_base(const struct artifacts_repo *r)
+{
+    return r && r->base ? r->base : "";
+}
+
+char *artifacts_base_for(const char *repository, const char *root, const char *bucket,
+                         const char *prefix)
+{
+    bool fs = repository && !strcmp(repository, "fs"), s3 = repository && !strcmp(repository, "s3");
+    if (!(fs && root && *root) && !(s3 && bucket && *bucket))
+        return xstrdup("");
+    struct strbuf sb = STRBUF_INIT;
+    if (fs) {
+        strbuf_addstr(&sb, root);
+        while (sb.len > 1 && sb.buf[sb.len - 1] == '/')
+            sb.buf[--sb.len] = '\0';
+    } else {
+        strbuf_addf(&sb, "s3://%s", bucket);
+    }
+    const char *pre = prefix ? prefix : "";
+    while (*pre == '/')
+        pre++;
+    size_t pl = strlen(pre);
+    while (pl && pre[pl - 1] == '/')
+        pl--;
+    if (sb.buf[sb.len - 1] != '/')
+        strbuf_addch(&sb, '/');
+    if (pl)
+        strbuf_addf(&sb, "%.*s/", (int)pl, pre);
+    return strbuf_detach(&sb, NULL);
 }
 
 /* --- put ----------------------------------------------------------------------------------- */
@@ -585,6 +629,7 @@ static int get_http(const char *url, const char *path, struct strbuf *err)
 static int get_one(struct artifacts_repo *r, const char *source, const char *path,
                    const atomic_int *cancel, struct strbuf *err)
 {
+    source = strip_base_ref(source);
     if (!strncmp(source, "http://", 7) || !strncmp(source, "https://", 8))
         return get_http(source, path, err);
     if (!strncmp(source, "file://", 7)) {
@@ -882,7 +927,7 @@ int artifacts_stage_in(struct artifacts_repo *r, const cJSON *spec, const char *
             strbuf_addf(err, "malformed spec: input artifact '%s'", in->string);
             return SL_EINVAL;
         }
-        const char *src = from->valuestring;
+        const char *src = strip_base_ref(from->valuestring);
         if (!strcmp(src, "git")) { /* the DAG's repository at the run's commit */
             int rc = stage_in_git(spec, in, cwd, log_fd, blame, err);
             if (rc < 0)

@@ -22,6 +22,12 @@
  *         in its place (copied only when the volume is another filesystem), an input is a
  *         symbolic link to it.
  *
+ * Locations in templates. `{{ steps.<s>.outputs.artifacts.<a> }}` renders as
+ * "$(SLUICE_ARTIFACT_BASE)<key>"; the executor defines ARTIFACTS_BASE_VAR as the
+ * repository's artifacts_base(), so a command gets the artifact's own location: the shared
+ * path for fs (nothing staged, nothing copied), s3://bucket/prefix/key for s3, the bare
+ * key for none. In an input's `from` the reference is dropped again: the key remains.
+ *
  * Sources an input may name (spec inputs.artifacts.<name>.from): a key as above; a JSON
  * list of keys (the fan-in of a fanned-out step), staged as <path>/<index>; s3://bucket/key
  * (an s3 repository's endpoint and credentials); file:///abs/path (linked); http:// and
@@ -65,6 +71,9 @@ enum artifacts_blame {
 
 #define ARTIFACTS_LOG_NAME "sluice.log"
 
+/* The variable a step's environment gets with artifacts_base() (see above). */
+#define ARTIFACTS_BASE_VAR "SLUICE_ARTIFACT_BASE"
+
 struct artifacts_repo;
 
 /*
@@ -85,6 +94,20 @@ bool artifacts_archive_logs(const struct artifacts_repo *r);
 
 /* "s3://bucket/prefix", "fs:/mnt/artifacts/prefix" or "none", for messages; static to r. */
 const char *artifacts_describe(const struct artifacts_repo *r);
+
+/*
+ * What comes before a key to name the stored artifact: "<root>/<prefix>/" for fs,
+ * "s3://<bucket>/<prefix>/" for s3, "" for none. Static to r.
+ */
+const char *artifacts_base(const struct artifacts_repo *r);
+
+/*
+ * The same from settings, for a worker that only renders them into a Pod: repository is
+ * "fs", "s3" or anything else (none); root, bucket and prefix as in artifacts.* (slashes
+ * at the prefix's ends and the root's end are dropped). Caller frees.
+ */
+char *artifacts_base_for(const char *repository, const char *root, const char *bucket,
+                         const char *prefix);
 
 /*
  * Stores the file or directory at path under key. Returns 0, SL_ENOENT (path missing),

@@ -25,6 +25,7 @@
  *     secretKeyRefs to kubernetes.artifacts_credentials, never values.
  */
 #include "worker/kube.h"
+#include "worker/artifacts.h"
 #include "worker/expand.h"
 #include "worker/worker_int.h"
 #include "common/error.h"
@@ -650,15 +651,18 @@ int kube_pod_build(cJSON **out, const cJSON *spec, const struct kube_options *o,
 
     /* the environment: the attempt's directories, then the step's own, in order */
     cJSON *env_out = cJSON_CreateArray();
-    const char *dir_names[] = {"SLUICE_RUN_DIR", "SLUICE_ATTEMPT_DIR"};
-    const char *dir_values[] = {run_dir, attempt_dir};
-    for (size_t i = 0; i < 2; i++) {
+    char *base = artifacts_base_for(o->artifacts_repository, o->artifacts_root, o->artifacts_bucket,
+                                    o->artifacts_prefix);
+    const char *dir_names[] = {"SLUICE_RUN_DIR", "SLUICE_ATTEMPT_DIR", ARTIFACTS_BASE_VAR};
+    const char *dir_values[] = {run_dir, attempt_dir, base};
+    for (size_t i = 0; i < 3; i++) {
         cJSON *e = cJSON_CreateObject();
         cJSON_AddStringToObject(e, "name", dir_names[i]);
         cJSON_AddStringToObject(e, "value", dir_values[i]);
         cJSON_AddItemToArray(env_out, e);
         env_set(&env, dir_names[i], dir_values[i]);
     }
+    free(base);
     cJSON_ArrayForEach(it, env_in)
     {
         cJSON *e = cJSON_CreateObject();

@@ -40,6 +40,7 @@
  * the handles closed; uv_run() returns and the loop thread ends).
  */
 #include "worker/worker.h"
+#include "worker/artifacts.h"
 #include "worker/exec_local.h"
 #include "worker/kube.h"
 #include "worker/worker_int.h"
@@ -483,7 +484,8 @@ static void on_prep_done(uv_work_t *req, int status)
     }
     char *run_env = xasprintf("SLUICE_RUN_DIR=%s", j->run_dir);
     char *attempt_env = xasprintf("SLUICE_ATTEMPT_DIR=%s", j->attempt_dir);
-    const char *extra[] = {run_env, attempt_env};
+    char *base_env = xasprintf(ARTIFACTS_BASE_VAR "=%s", artifacts_base(w->artifacts));
+    const char *extra[] = {run_env, attempt_env, base_env};
     struct exec_local_options o = {
         .log_path = j->log_path,
         .secrets_dir = w->secrets_dir,
@@ -493,11 +495,12 @@ static void on_prep_done(uv_work_t *req, int status)
         .n_gpus = j->n_gpus,
         .kill_grace_ms = (uint64_t)w->kill_grace_ms,
         .extra_env = extra,
-        .n_extra_env = 2,
+        .n_extra_env = 3,
     };
     int rc = exec_local_start(&j->exec, &w->loop, j->msg->spec, &o, on_exec_done, j);
     free(run_env);
     free(attempt_env);
+    free(base_env);
     if (rc < 0) {
         gpu_give_back(w, j);
         job_report(j, EXEC_FAIL_ERROR, "cannot start the executor", -1, 0, 0, NULL);

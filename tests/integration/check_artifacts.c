@@ -240,6 +240,63 @@ START_TEST(test_artifacts_iris_fs)
 }
 END_TEST
 
+/*
+ * `{{ steps.<s>.outputs.artifacts.<a> }}` in a command is where the artifact is stored:
+ * with fs the shared path itself, which a step reads in place (nothing staged or copied);
+ * with s3 its s3:// URI. As an input's `from` it is still staged. Writes the DAG and runs
+ * it; returns what the reading step saw (its first argument, then the directory's file).
+ */
+static char *where_run(const char *data_name, char **out_run)
+{
+    char *dag = xasprintf("%s/where-%s.yaml", tmp, data_name);
+    char *seen = xasprintf("%s/seen-%s.txt", tmp, data_name);
+    FILE *f = fopen(dag, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f,
+            "name: where\n"
+            "steps:\n"
+            "  - name: make\n"
+            "    workdir: \"{{ attempt.dir }}\"\n"
+            "    command: [/bin/sh, -c, 'mkdir -p out && echo hi > out/x && echo one > f.txt']\n"
+            "    outputs: {artifacts: {data: out, file: f.txt}}\n"
+            "  - name: read\n"
+            "    depends_on: [make]\n"
+            "    workdir: \"{{ attempt.dir }}\"\n"
+            "    command: [/bin/sh, -c, 'echo \"$1\" > %s; case \"$1\" in /*) cat \"$1/x\" >> %s;; "
+            "esac; cat inputs/file >> %s', sh, \"{{ steps.make.outputs.artifacts.data }}\"]\n"
+            "    inputs: {artifacts: {file: \"{{ steps.make.outputs.artifacts.file }}\"}}\n",
+            seen, seen, seen);
+    fclose(f);
+    *out_run = dag_test(dag, data_name, NULL);
+    char *text = file_text(seen);
+    free(seen);
+    free(dag);
+    return text;
+}
+
+START_TEST(test_artifacts_templates_render_locations)
+{
+    char *root = use_fs("shared");
+    setenv("SLUICE_ARTIFACTS_PREFIX", "/pfx/", 1);
+    char *run = NULL;
+    char *text = where_run("where-fs", &run);
+    char *want = xasprintf("%s/pfx/where/%s/make/1/data\nhi\none\n", root, run);
+    ck_assert_str_eq(text, want);
+    free(want);
+    free(text);
+    free(run);
+    free(root);
+
+    use_s3("pfx");
+    text = where_run("where-s3", &run);
+    want = xasprintf("s3://art/pfx/where/%s/make/1/data\none\n", run);
+    ck_assert_str_eq(text, want);
+    free(want);
+    free(text);
+    free(run);
+}
+END_TEST
+
 /* A declared output the step did not write fails the step with a clear reason. */
 START_TEST(test_artifacts_missing_output_fails_step)
 {
@@ -463,6 +520,7 @@ Suite *suite_integration_artifacts(void)
     tcase_set_timeout(tc, 180);
     tcase_add_test(tc, test_artifacts_iris_s3);
     tcase_add_test(tc, test_artifacts_iris_fs);
+    tcase_add_test(tc, test_artifacts_templates_render_locations);
     tcase_add_test(tc, test_artifacts_missing_output_fails_step);
     tcase_add_test(tc, test_artifacts_cli_round_trip);
     tcase_add_test(tc, test_artifacts_cli_spec);

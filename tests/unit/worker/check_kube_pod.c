@@ -627,6 +627,35 @@ START_TEST(test_every_pod_passes_the_official_schema)
 }
 END_TEST
 
+/* {{ steps.s.outputs.artifacts.a }} renders "$(SLUICE_ARTIFACT_BASE)<key>": the main
+ * container defines the variable as the repository's location, for the kubelet to expand. */
+START_TEST(test_artifact_base_names_the_repository)
+{
+    cJSON *spec = spec_of(art_spec);
+    struct kube_options o = s3_opts();
+    o.artifacts_prefix = "/runs/";
+    cJSON *pod = build(spec, &o);
+    const cJSON *mainc = at(pod, "spec.containers.0");
+    ck_assert_str_eq(str_at(env_of(mainc, "SLUICE_ARTIFACT_BASE"), "value"),
+                     "s3://ml-artifacts/runs/");
+    cJSON_Delete(pod);
+    o = base_opts();
+    o.artifacts_repository = "fs";
+    o.artifacts_root = "/mnt/artifacts/";
+    o.artifacts_claim = "art";
+    pod = build(spec, &o);
+    mainc = at(pod, "spec.containers.0");
+    ck_assert_str_eq(str_at(env_of(mainc, "SLUICE_ARTIFACT_BASE"), "value"), "/mnt/artifacts/");
+    cJSON_Delete(pod);
+    o = base_opts();
+    pod = build(spec, &o);
+    ck_assert_str_eq(str_at(env_of(at(pod, "spec.containers.0"), "SLUICE_ARTIFACT_BASE"), "value"),
+                     "");
+    cJSON_Delete(pod);
+    cJSON_Delete(spec);
+}
+END_TEST
+
 Suite *suite_worker_kube_pod(void)
 {
     Suite *s = suite_create("worker_kube_pod");
@@ -639,6 +668,7 @@ Suite *suite_worker_kube_pod(void)
     tcase_add_test(tc, test_artifacts_are_staged_inside_the_pod);
     tcase_add_test(tc, test_artifact_settings_that_cannot_work_are_refused);
     tcase_add_test(tc, test_every_pod_passes_the_official_schema);
+    tcase_add_test(tc, test_artifact_base_names_the_repository);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -158,14 +158,6 @@ int cmd_artifact(int argc, char **argv)
 
     struct strbuf err = STRBUF_INIT;
     int rc;
-    if (git) {
-        rc = artifacts_get_git(git, commit, pos[0], &err);
-        if (rc < 0)
-            fprintf(stderr, "error: %s\n", err.buf);
-        strbuf_release(&err);
-        return exit_code(rc);
-    }
-
     struct sl_config c;
     rc = sl_config_load(&c, config, &err);
     if (rc < 0) {
@@ -186,7 +178,9 @@ int cmd_artifact(int argc, char **argv)
         return 2;
     }
 
-    if (spec_path) {
+    if (git) {
+        rc = artifacts_get_git(repo, git, commit, pos[0], &err);
+    } else if (spec_path) {
         cJSON *spec = read_spec(spec_path, spec_env);
         if (!spec) {
             artifacts_close(repo);

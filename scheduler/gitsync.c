@@ -10,6 +10,7 @@
 
 #include "common/error.h"
 #include "common/fsutil.h"
+#include "common/gitauth.h"
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "common/xalloc.h"
@@ -17,10 +18,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <fnmatch.h>
 #include <git2.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -34,12 +32,11 @@
 #define FETCH_REF          "refs/sluice/fetch"
 #define MAX_DEPTH          32
 #define DEFAULT_TIMEOUT_MS (5 * 60 * 1000)
-#define SYSTEM_CA_BUNDLE   "/etc/ssl/certs/ca-certificates.crt" /* Debian's ca-certificates */
 
 struct gitsync {
     pthread_mutex_t lock;
     char *url, *ref, *path, *dir;
-    char *username, *password, *ssh_key_file, *known_hosts_file;
+    struct gitauth auth;
     int64_t timeout_ms;
     char *name;
     char *repo_dir;      /* <dir>/repo.git */
@@ -48,9 +45,7 @@ struct gitsync {
     git_repository *repo;
     /* per fetch */
     int64_t deadline_ms;
-    int cred_calls;
     bool timed_out;
-    char *cert_error;
     char *last_checkout; /* the commit of the last checkout made, a base for the next */
 };
 
@@ -66,11 +61,6 @@ static const char *git_msg(void)
 {
     const git_error *e = git_error_last();
     return e && e->message ? e->message : "unknown libgit2 error";
-}
-
-static char *dup_or_null(const char *s)
-{
-    return s && *s ? xstrdup(s) : NULL;
 }
 
 char *gitsync_redact_url(const char *url)
@@ -241,10 +231,7 @@ int gitsync_open(struct gitsync **out, const struct gitsync_options *o, struct s
     while (*g->path && g->path[strlen(g->path) - 1] == '/')
         g->path[strlen(g->path) - 1] = '\0';
     g->dir = xstrdup(o->dir);
-    g->username = dup_or_null(o->username);
-    g->password = dup_or_null(o->password);
-    g->ssh_key_file = dup_or_null(o->ssh_key_file);
-    g->known_hosts_file = dup_or_null(o->known_hosts_file);
+    gitauth_init(&g->auth, o->username, o->password, o->ssh_key_file, o->known_hosts_file);
     g->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : DEFAULT_TIMEOUT_MS;
     char *shown = gitsync_redact_url(g->url);
     g->name = xasprintf("git:%s#%s", shown, g->ref);
@@ -269,14 +256,7 @@ int gitsync_open(struct gitsync **out, const struct gitsync_options *o, struct s
         return busy ? SL_EEXIST : SL_EIO;
     }
     free(lock_path);
-    /* libgit2 with mbedTLS (Debian's build) knows no CA store of its own */
-    const char *ca = o->ca_file && *o->ca_file ? o->ca_file : SYSTEM_CA_BUNDLE;
-    if (access(ca, R_OK) == 0 && git_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS, ca, NULL) < 0) {
-        strbuf_addf(err, "cannot use the CA certificates in %s: %s", ca, git_msg());
-        gitsync_close(g);
-        return SL_EINVAL;
-    } else if (o->ca_file && *o->ca_file && access(ca, R_OK) < 0) {
-        strbuf_addf(err, "cannot read git.ca_file %s: %s", ca, strerror(errno));
+    if (gitauth_use_ca(o->ca_file, err) < 0) {
         gitsync_close(g);
         return SL_EINVAL;
     }
@@ -302,16 +282,10 @@ void gitsync_close(struct gitsync *g)
     free(g->ref);
     free(g->path);
     free(g->dir);
-    free(g->username);
-    if (g->password)
-        memset(g->password, 0, strlen(g->password));
-    free(g->password);
-    free(g->ssh_key_file);
-    free(g->known_hosts_file);
+    gitauth_release(&g->auth);
     free(g->name);
     free(g->repo_dir);
     free(g->checkouts_dir);
-    free(g->cert_error);
     free(g->last_checkout);
     pthread_mutex_destroy(&g->lock);
     free(g);
@@ -327,170 +301,18 @@ const char *gitsync_checkouts_dir(const struct gitsync *g)
     return g->checkouts_dir;
 }
 
-/* --- known_hosts ---------------------------------------------------------------------- */
-
-/* Decodes base64 text of length n into a new buffer; NULL if it is not base64. */
-static unsigned char *b64_decode(const char *text, size_t n, size_t *out_len)
-{
-    if (n == 0 || n % 4 || n > 65536)
-        return NULL;
-    unsigned char *buf = xmalloc(n);
-    int len = EVP_DecodeBlock(buf, (const unsigned char *)text, (int)n);
-    if (len < 0) {
-        free(buf);
-        return NULL;
-    }
-    size_t pad = (text[n - 1] == '=') + (text[n - 2] == '=');
-    *out_len = (size_t)len - pad;
-    return buf;
-}
-
-/* "|1|<salt>|<hmac-sha1 of host>" */
-static bool hashed_host_matches(const char *pat, size_t n, const char *host)
-{
-    const char *salt = pat + 3, *bar = memchr(salt, '|', n - 3);
-    if (!bar)
-        return false;
-    size_t salt_len, mac_len;
-    unsigned char *s = b64_decode(salt, (size_t)(bar - salt), &salt_len);
-    unsigned char *m = b64_decode(bar + 1, n - (size_t)(bar + 1 - pat), &mac_len);
-    bool ok = false;
-    if (s && m && mac_len == 20) {
-        unsigned char mac[EVP_MAX_MD_SIZE];
-        unsigned int len = 0;
-        if (HMAC(EVP_sha1(), s, (int)salt_len, (const unsigned char *)host, strlen(host), mac,
-                 &len) &&
-            len == 20)
-            ok = CRYPTO_memcmp(mac, m, 20) == 0;
-    }
-    free(s);
-    free(m);
-    return ok;
-}
-
-/* 1 if one pattern of the comma-separated list matches host, -1 if a negated one does,
- * else 0. */
-static int hosts_match(const char *list, size_t n, const char *host)
-{
-    int result = 0;
-    for (size_t i = 0; i < n;) {
-        size_t len = 0;
-        while (i + len < n && list[i + len] != ',')
-            len++;
-        char *pat = xasprintf("%.*s", (int)len, list + i);
-        bool neg = pat[0] == '!';
-        const char *p = pat + neg;
-        bool hit;
-        if (!strncmp(p, "|1|", 3)) {
-            hit = hashed_host_matches(p, strlen(p), host);
-        } else {
-            char *h = NULL;
-            if (p[0] == '[') { /* [host]:port - libgit2 does not tell us the port */
-                const char *close = strchr(p, ']');
-                h = close ? xasprintf("%.*s", (int)(close - p - 1), p + 1) : NULL;
-            }
-            hit = fnmatch(h ? h : p, host, 0) == 0; /* both lower case, as ssh writes them */
-            free(h);
-        }
-        free(pat);
-        if (hit && neg)
-            return -1;
-        if (hit)
-            result = 1;
-        i += len + 1;
-    }
-    return result;
-}
-
-bool gitsync_known_host(const char *text, const char *host, const unsigned char *key,
-                        size_t key_len)
-{
-    bool accepted = false;
-    for (const char *line = text; line && *line;) {
-        const char *eol = strchr(line, '\n');
-        size_t n = eol ? (size_t)(eol - line) : strlen(line);
-        char *l = xasprintf("%.*s", (int)n, line);
-        line = eol ? eol + 1 : NULL;
-        char *f[4] = {0};
-        size_t nf = 0;
-        for (char *save = NULL, *t = strtok_r(l, " \t\r", &save); t && nf < 4;
-             t = strtok_r(NULL, " \t\r", &save))
-            f[nf++] = t;
-        bool revoked = false, skip = nf == 0 || f[0][0] == '#';
-        if (!skip && f[0][0] == '@') {
-            revoked = !strcmp(f[0], "@revoked");
-            skip = !revoked; /* @cert-authority: not for plain host keys */
-            memmove(f, f + 1, 3 * sizeof(*f));
-            nf--;
-        }
-        if (!skip && nf >= 3) {
-            size_t blob_len;
-            unsigned char *blob = b64_decode(f[2], strlen(f[2]), &blob_len);
-            int m = hosts_match(f[0], strlen(f[0]), host);
-            bool same = blob && blob_len == key_len && CRYPTO_memcmp(blob, key, key_len) == 0;
-            free(blob);
-            if (same && ((revoked && m > 0) || m < 0)) {
-                free(l);
-                return false;
-            }
-            if (same && m > 0)
-                accepted = true;
-        }
-        free(l);
-    }
-    return accepted;
-}
-
-/* --- callbacks ------------------------------------------------------------------------ */
-
 static int on_credentials(git_credential **out, const char *url, const char *user_from_url,
                           unsigned int allowed, void *payload)
 {
     (void)url;
     struct gitsync *g = payload;
-    if (g->cred_calls++ > 0) {
-        git_error_set_str(GIT_ERROR_NET, "authentication failed: the server refused the "
-                                         "configured credentials");
-        return GIT_EAUTH;
-    }
-    const char *user = g->username ? g->username : user_from_url ? user_from_url : "git";
-    if ((allowed & GIT_CREDENTIAL_SSH_KEY) && g->ssh_key_file)
-        return git_credential_ssh_key_new(out, user, NULL, g->ssh_key_file, NULL);
-    if ((allowed & GIT_CREDENTIAL_USERPASS_PLAINTEXT) && g->password)
-        return git_credential_userpass_plaintext_new(out, user, g->password);
-    if (allowed & GIT_CREDENTIAL_USERNAME)
-        return git_credential_username_new(out, user);
-    git_error_set_str(GIT_ERROR_NET, "the server asks for credentials and none are configured "
-                                     "(git.password, or git.ssh_key_file for ssh)");
-    return GIT_EAUTH;
+    return gitauth_credentials(out, &g->auth, user_from_url, allowed);
 }
 
 static int on_certificate(git_cert *cert, int valid, const char *host, void *payload)
 {
     struct gitsync *g = payload;
-    if (cert->cert_type != GIT_CERT_HOSTKEY_LIBSSH2)
-        return valid ? 0 : GIT_PASSTHROUGH; /* TLS: libgit2 verifies against the CA store */
-    const git_cert_hostkey *hk = (const git_cert_hostkey *)cert;
-    struct strbuf text = STRBUF_INIT;
-    bool ok = false;
-    if (!(hk->type & GIT_CERT_SSH_RAW)) {
-        free(g->cert_error);
-        g->cert_error = xasprintf("the ssh host key of %s cannot be checked", host);
-    } else if (!g->known_hosts_file || strbuf_read_file(&text, g->known_hosts_file, 1 << 20) < 0) {
-        free(g->cert_error);
-        g->cert_error = xasprintf("cannot read git.known_hosts_file %s",
-                                  g->known_hosts_file ? g->known_hosts_file : "(unset)");
-    } else {
-        ok =
-            gitsync_known_host(text.buf, host, (const unsigned char *)hk->hostkey, hk->hostkey_len);
-        if (!ok) {
-            free(g->cert_error);
-            g->cert_error =
-                xasprintf("the ssh host key of %s is not in %s", host, g->known_hosts_file);
-        }
-    }
-    strbuf_release(&text);
-    return ok ? 0 : GIT_ECERTIFICATE;
+    return gitauth_certificate(&g->auth, cert, valid, host);
 }
 
 static int on_transfer(const git_indexer_progress *stats, void *payload)
@@ -886,10 +708,8 @@ static enum attempt_result fetch_once(struct gitsync *g, struct registry_snapsho
     git_remote_callbacks cb;
     git_remote_init_callbacks(&cb, GIT_REMOTE_CALLBACKS_VERSION);
     set_callbacks(&cb, g);
-    g->cred_calls = 0;
+    gitauth_begin(&g->auth);
     g->timed_out = false;
-    free(g->cert_error);
-    g->cert_error = NULL;
     g->deadline_ms = sl_wall_ms() + g->timeout_ms;
     *out_rc = SL_EIO;
 
@@ -913,7 +733,7 @@ static enum attempt_result fetch_once(struct gitsync *g, struct registry_snapsho
     if (git_remote_connect(remote, GIT_DIRECTION_FETCH, &cb, NULL, NULL) < 0 ||
         git_remote_ls(&heads, &n_heads, remote) < 0) {
         strbuf_addf(err, "cannot reach %s: %s", g->name + 4,
-                    g->cert_error ? g->cert_error : git_msg());
+                    g->auth.cert_error ? g->auth.cert_error : git_msg());
         goto out;
     }
     const git_remote_head *h = find_head(heads, n_heads, g->ref, &ref_name);

@@ -94,15 +94,6 @@ int gitsync_gc(struct gitsync *g, const char *const *keep, size_t n_keep, int64_
 /* The directory of checkouts: <dir>/checkouts. */
 const char *gitsync_checkouts_dir(const struct gitsync *g);
 
-/*
- * Whether an OpenSSH known_hosts file lists host with exactly this key (the key blob in
- * SSH wire format, as libssh2 gives it). Plain, "[host]:port" and hashed ("|1|salt|mac")
- * host patterns are understood, as are comma-separated lists; "@revoked" lines refuse
- * the key; "@cert-authority" lines are ignored. Exposed for tests.
- */
-bool gitsync_known_host(const char *known_hosts_text, const char *host, const unsigned char *key,
-                        size_t key_len);
-
 /* url without its user information ("https://host/x", "ssh://host/x"), newly allocated. */
 char *gitsync_redact_url(const char *url);
 

@@ -8,6 +8,7 @@
 #include "worker/artifacts.h"
 
 #include "common/error.h"
+#include "common/gitauth.h"
 #include "common/log.h"
 #include "common/timeutil.h"
 #include "common/xalloc.h"
@@ -41,6 +42,9 @@ struct artifacts_repo {
     bool archive_logs;
     char *describe;
     char *base; /* artifacts_base() */
+    /* `from: git`: the git.* credentials, copied for each fetch (common/gitauth.h) */
+    struct gitauth git;
+    char *git_ca_file;
 };
 
 /* --- paths ----------------------------------------------------------------------------- */
@@ -234,6 +238,29 @@ static void free_secret(char *s)
     }
 }
 
+/* The credentials `from: git` inputs fetch with: git.username, git.password (else the
+ * first line of git.password_file), git.ssh_key_file, git.known_hosts_file, git.ca_file. */
+static int open_git_auth(struct artifacts_repo *r, const struct sl_config *c, struct strbuf *err)
+{
+    struct strbuf pw = STRBUF_INIT;
+    if ((!c->git.password || !*c->git.password) && c->git.password_file && *c->git.password_file) {
+        if (strbuf_read_file(&pw, c->git.password_file, 64 * 1024) < 0) {
+            strbuf_addf(err, "cannot read git.password_file %s\n", c->git.password_file);
+            strbuf_release(&pw);
+            return SL_EINVAL;
+        }
+        while (pw.len && (pw.buf[pw.len - 1] == '\n' || pw.buf[pw.len - 1] == '\r'))
+            pw.buf[--pw.len] = '\0';
+    }
+    gitauth_init(&r->git, c->git.username, pw.len ? pw.buf : c->git.password, c->git.ssh_key_file,
+                 c->git.known_hosts_file);
+    r->git_ca_file = c->git.ca_file && *c->git.ca_file ? xstrdup(c->git.ca_file) : NULL;
+    if (pw.alloc)
+        memset(pw.buf, 0, pw.alloc);
+    strbuf_release(&pw);
+    return 0;
+}
+
 int artifacts_open(struct artifacts_repo **out, const struct sl_config *c, struct strbuf *err)
 {
     struct artifacts_repo *r = xcalloc(1, sizeof(*r));
@@ -261,6 +288,8 @@ int artifacts_open(struct artifacts_repo **out, const struct sl_config *c, struc
         strbuf_addf(err, "artifacts.compression must be gzip or none, not '%s'\n", comp);
         rc = SL_EINVAL;
     }
+
+    rc = open_git_auth(r, c, err) < 0 ? SL_EINVAL : rc;
 
     if (!strcmp(kind, "none") || !*kind) {
         r->kind = ARTIFACTS_NONE;
@@ -358,6 +387,8 @@ void artifacts_close(struct artifacts_repo *r)
     free_secret(r->token);
     free(r->describe);
     free(r->base);
+    gitauth_release(&r->git);
+    free(r->git_ca_file);
     free(r);
 }
 
@@ -730,13 +761,23 @@ static int git_fail(struct strbuf *err, const char *what, const char *url)
     return SL_EIO;
 }
 
-int artifacts_get_git(const char *url, const char *commit, const char *path, struct strbuf *err)
+int artifacts_get_git(const struct artifacts_repo *r, const char *url, const char *commit,
+                      const char *path, struct strbuf *err)
 {
     if (!url || !*url || !commit || !*commit || !path || !*path) {
         strbuf_addstr(err, "git: a URL, a commit and a destination are needed");
         return SL_EINVAL;
     }
     git_libgit2_init();
+    /* a copy of the credentials: fetches run on several threads at once */
+    struct gitauth auth;
+    gitauth_init(&auth, r ? r->git.username : NULL, r ? r->git.password : NULL,
+                 r ? r->git.ssh_key_file : NULL, r ? r->git.known_hosts_file : NULL);
+    if (gitauth_use_ca(r ? r->git_ca_file : NULL, err) < 0) {
+        gitauth_release(&auth);
+        git_libgit2_shutdown();
+        return SL_EINVAL;
+    }
     char *tmp = xasprintf("%s.sluice-git.%ld", path, (long)getpid());
     git_repository *repo = NULL;
     git_object *obj = NULL;
@@ -758,10 +799,21 @@ int artifacts_get_git(const char *url, const char *commit, const char *path, str
         git_fetch_options fo;
         git_fetch_options_init(&fo, GIT_FETCH_OPTIONS_VERSION);
         fo.download_tags = GIT_REMOTE_DOWNLOAD_TAGS_NONE;
+        gitauth_callbacks(&fo.callbacks, &auth);
+        int grc = 0;
         if (git_remote_create_with_opts(&remote, url, &ro) < 0 ||
-            git_remote_download(remote, &refspecs, &fo) < 0 ||
-            git_remote_update_tips(remote, NULL, 0, GIT_REMOTE_DOWNLOAD_TAGS_NONE, NULL) < 0)
-            rc = git_fail(err, "fetch", url);
+            (grc = git_remote_download(remote, &refspecs, &fo)) < 0 ||
+            git_remote_update_tips(remote, NULL, 0, GIT_REMOTE_DOWNLOAD_TAGS_NONE, NULL) < 0) {
+            if (auth.cert_error) {
+                strbuf_addf(err, "git fetch '%s': %s", url, auth.cert_error);
+                rc = SL_EINVAL;
+            } else {
+                rc = git_fail(err, "fetch", url);
+            }
+            /* refused credentials or host key: no retry can help */
+            if (grc == GIT_EAUTH || grc == GIT_ECERTIFICATE)
+                rc = SL_EINVAL;
+        }
     }
     if (rc == 0 && git_revparse_single(&obj, repo, commit) < 0) {
         char *branch = xasprintf("origin/%s", commit); /* a branch name */
@@ -795,6 +847,7 @@ int artifacts_get_git(const char *url, const char *commit, const char *path, str
     if (rc < 0)
         remove_path(tmp);
     free(tmp);
+    gitauth_release(&auth);
     git_libgit2_shutdown();
     return rc;
 }
@@ -870,8 +923,9 @@ static int input_place(const cJSON *in, const char *cwd, char **out_rel, char **
 
 /* An input "from: git": the repository and commit the scheduler put in the spec ("repo"),
  * checked out at the input's path. Needs no artifact repository. */
-static int stage_in_git(const cJSON *spec, const cJSON *in, const char *cwd, int log_fd,
-                        enum artifacts_blame *blame, struct strbuf *err)
+static int stage_in_git(const struct artifacts_repo *r, const cJSON *spec, const cJSON *in,
+                        const char *cwd, int log_fd, enum artifacts_blame *blame,
+                        struct strbuf *err)
 {
     const cJSON *repo = cJSON_GetObjectItemCaseSensitive(spec, "repo");
     const cJSON *url = cJSON_GetObjectItemCaseSensitive(repo, "url");
@@ -889,7 +943,7 @@ static int stage_in_git(const cJSON *spec, const cJSON *in, const char *cwd, int
         return SL_EINVAL;
     struct strbuf e = STRBUF_INIT;
     int64_t t0 = sl_wall_ms();
-    int rc = artifacts_get_git(url->valuestring, commit->valuestring, dest, &e);
+    int rc = artifacts_get_git(r, url->valuestring, commit->valuestring, dest, &e);
     if (rc < 0) {
         *blame = rc == SL_EIO ? ARTIFACTS_BLAME_TRANSIENT : ARTIFACTS_BLAME_ERROR;
         strbuf_addf(err, "input artifact '%s' from the repository at %.12s: %s", in->string,
@@ -929,7 +983,7 @@ int artifacts_stage_in(struct artifacts_repo *r, const cJSON *spec, const char *
         }
         const char *src = strip_base_ref(from->valuestring);
         if (!strcmp(src, "git")) { /* the DAG's repository at the run's commit */
-            int rc = stage_in_git(spec, in, cwd, log_fd, blame, err);
+            int rc = stage_in_git(r, spec, in, cwd, log_fd, blame, err);
             if (rc < 0)
                 return rc;
             continue;

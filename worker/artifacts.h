@@ -127,11 +127,15 @@ int artifacts_get(struct artifacts_repo *r, const char *source, const char *path
 
 /*
  * Places a checkout of the Git repository at url (anything libgit2 clones: a path,
- * file://, git://, http(s)://) at commit (a full or abbreviated SHA, or a ref) at path,
- * replacing what is there; path gets the work tree without .git. Returns 0, SL_ENOENT
- * (no such commit), or SL_EIO with libgit2's message.
+ * file://, git://, http(s)://, ssh://) at commit (a full or abbreviated SHA, or a ref) at
+ * path, replacing what is there; path gets the work tree without .git. Authenticates with
+ * r's git.* settings (common/gitauth.h: password or token, ssh key with the host key
+ * checked against git.known_hosts_file, git.ca_file); r NULL: none. Returns 0, SL_ENOENT
+ * (no such commit), SL_EINVAL (credentials or host key refused, bad settings: a retry
+ * cannot help), or SL_EIO with libgit2's message.
  */
-int artifacts_get_git(const char *url, const char *commit, const char *path, struct strbuf *err);
+int artifacts_get_git(const struct artifacts_repo *r, const char *url, const char *commit,
+                      const char *path, struct strbuf *err);
 
 /*
  * Stages spec's inputs.artifacts into cwd (relative paths resolve against it), before

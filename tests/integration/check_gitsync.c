@@ -11,6 +11,7 @@
 #include "scheduler/gitsync.h"
 #include "common/error.h"
 #include "common/fsutil.h"
+#include "common/gitauth.h"
 #include "common/strbuf.h"
 #include "common/xalloc.h"
 #include "scheduler/registry.h"
@@ -759,6 +760,34 @@ static int ssh_fetch(const struct gitsync_options *o, int want_rc, const char *w
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+/*
+ * `sluice artifact get --git URL --commit SHA DEST` (what a `from: git` input runs, in a
+ * worker or a pod's stage-in container) with the git.* settings given as SLUICE_GIT_*
+ * variables: vars is "NAME=value" pairs, NULL-terminated (a NULL value unsets NAME).
+ * Returns the exit status; *out_err gets stderr.
+ */
+static int artifact_git(const char *url, const char *commit, const char *dest, char **out_err,
+                        const char *const *vars)
+{
+    static const char *const names[] = {"SLUICE_GIT_USERNAME", "SLUICE_GIT_PASSWORD",
+                                        "SLUICE_GIT_SSH_KEY_FILE", "SLUICE_GIT_KNOWN_HOSTS_FILE",
+                                        "SLUICE_GIT_CA_FILE"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        unsetenv(names[i]);
+    for (; vars && *vars; vars++) {
+        char *name = xstrndup(*vars, strcspn(*vars, "="));
+        setenv(name, *vars + strlen(name) + 1, 1);
+        free(name);
+    }
+    const char *argv[] = {
+        test_sluice_bin(), "artifact", "get", "--config", "/dev/null", "--git", url,
+        "--commit",        commit,     dest,  NULL};
+    int rc = test_run((char *const *)argv, NULL, out_err);
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        unsetenv(names[i]);
+    return rc;
+}
+
 START_TEST(test_ssh_with_key_and_known_hosts)
 {
     struct sshd d;
@@ -801,6 +830,39 @@ START_TEST(test_ssh_with_key_and_known_hosts)
     o.known_hosts_file = known;
     o.ssh_key_file = other_key;
     ck_assert_int_eq(ssh_fetch(&o, SL_EIO, "cannot reach"), 0);
+
+    /* a `from: git` input over ssh with the same settings; the binary runs without the
+     * leak checker, for libgit2's ssh leak above */
+    char *dest = xasprintf("%s/code", dir), *file = xasprintf("%s/code/a.yaml", dir);
+    char *e = NULL;
+    char *key_var = xasprintf("SLUICE_GIT_SSH_KEY_FILE=%s", key);
+    char *known_var = xasprintf("SLUICE_GIT_KNOWN_HOSTS_FILE=%s", known);
+    char *wrong_var = xasprintf("SLUICE_GIT_KNOWN_HOSTS_FILE=%s", wrong);
+    const char *saved = getenv("ASAN_OPTIONS");
+    char *asan = saved ? xstrdup(saved) : NULL;
+    setenv("ASAN_OPTIONS", "detect_leaks=0", 1);
+    const char *good[] = {key_var, known_var, NULL};
+    ck_assert_msg(artifact_git(url, c1, dest, &e, good) == 0, "%s", e);
+    ck_assert_int_eq(access(file, R_OK), 0);
+    free(e);
+    const char *unknown_host[] = {key_var, wrong_var, NULL};
+    ck_assert_int_eq(artifact_git(url, c1, dest, &e, unknown_host), 4);
+    ck_assert_msg(strstr(e, "host key of 127.0.0.1 is not in"), "%s", e);
+    free(e);
+    const char *no_known_hosts[] = {key_var, NULL};
+    ck_assert_int_eq(artifact_git(url, c1, dest, &e, no_known_hosts), 4);
+    ck_assert_msg(strstr(e, "git.known_hosts_file"), "%s", e);
+    free(e);
+    if (asan)
+        setenv("ASAN_OPTIONS", asan, 1);
+    else
+        unsetenv("ASAN_OPTIONS");
+    free(asan);
+    free(key_var);
+    free(known_var);
+    free(wrong_var);
+    free(dest);
+    free(file);
 
     sshd_stop(&d);
     remove_dir(dir);
@@ -938,6 +1000,39 @@ START_TEST(test_https_with_basic_auth_and_a_private_ca)
     ck_assert_int_eq(gitsync_open(&g, &o, &err), SL_EINVAL);
     ck_assert_ptr_nonnull(strstr(err.buf, "git.ca_file"));
 
+    /* a `from: git` input: the same credentials from the git.* settings */
+    char *dest = xasprintf("%s/code", dir), *file = xasprintf("%s/code/a.yaml", dir);
+    char *ca_var = xasprintf("SLUICE_GIT_CA_FILE=%s", h.ca);
+    char *e = NULL;
+    const char *good[] = {"SLUICE_GIT_USERNAME=sluice", "SLUICE_GIT_PASSWORD=t0ken", ca_var, NULL};
+    ck_assert_msg(artifact_git(url, c1, dest, &e, good) == 0, "%s", e);
+    ck_assert_int_eq(access(file, R_OK), 0);
+    free(e);
+    /* a wrong token: refused (exit 4: no retry can help), never shown */
+    const char *wrong[] = {"SLUICE_GIT_USERNAME=sluice", "SLUICE_GIT_PASSWORD=wr0ng-t0ken", ca_var,
+                           NULL};
+    ck_assert_int_eq(artifact_git(url, c1, dest, &e, wrong), 4);
+    ck_assert_msg(strstr(e, "authentication failed") && !strstr(e, "wr0ng"), "%s", e);
+    free(e);
+    /* none at all: the server asks, and the message says what to configure */
+    const char *none[] = {ca_var, NULL};
+    ck_assert_int_eq(artifact_git(url, c1, dest, &e, none), 4);
+    ck_assert_msg(strstr(e, "none are configured"), "%s", e);
+    free(e);
+    /* the token from a file, as a mounted Secret gives it */
+    char *pw_file = xasprintf("%s/token", dir);
+    ck_assert_int_eq(harness_git_write_file(dir, "token", "t0ken\n"), 0);
+    char *pw_var = xasprintf("SLUICE_GIT_PASSWORD_FILE=%s", pw_file);
+    const char *from_file[] = {"SLUICE_GIT_USERNAME=sluice", pw_var, ca_var, NULL};
+    ck_assert_msg(artifact_git(url, c1, dest, &e, from_file) == 0, "%s", e);
+    free(e);
+    unsetenv("SLUICE_GIT_PASSWORD_FILE");
+    free(pw_var);
+    free(pw_file);
+    free(ca_var);
+    free(dest);
+    free(file);
+
     https_stop(&h);
     remove_dir(dir);
     free(url);
@@ -980,19 +1075,19 @@ START_TEST(test_known_hosts)
                            "@cert-authority ca.example ssh-ed25519 %s\n"
                            "garbage line\n",
                            k, k, s, m, k, k, o, k, k, k);
-    ck_assert(gitsync_known_host(text, "git.example", key, sizeof(key)));
-    ck_assert(gitsync_known_host(text, "alias.example", key, sizeof(key)));
-    ck_assert(!gitsync_known_host(text, "git.example", other, sizeof(other)));
-    ck_assert(gitsync_known_host(text, "ported.example", key, sizeof(key)));
-    ck_assert(gitsync_known_host(text, "hashed.example", key, sizeof(key)));
-    ck_assert(!gitsync_known_host(text, "hashed2.example", key, sizeof(key)));
-    ck_assert(gitsync_known_host(text, "a.wild.example", key, sizeof(key)));
-    ck_assert(!gitsync_known_host(text, "bad.wild.example", key, sizeof(key)));
-    ck_assert(!gitsync_known_host(text, "wrongkey.example", key, sizeof(key)));
-    ck_assert(!gitsync_known_host(text, "revoked.example", key, sizeof(key)));
-    ck_assert(!gitsync_known_host(text, "ca.example", key, sizeof(key)));
-    ck_assert(!gitsync_known_host(text, "unknown.example", key, sizeof(key)));
-    ck_assert(!gitsync_known_host("", "git.example", key, sizeof(key)));
+    ck_assert(gitauth_known_host(text, "git.example", key, sizeof(key)));
+    ck_assert(gitauth_known_host(text, "alias.example", key, sizeof(key)));
+    ck_assert(!gitauth_known_host(text, "git.example", other, sizeof(other)));
+    ck_assert(gitauth_known_host(text, "ported.example", key, sizeof(key)));
+    ck_assert(gitauth_known_host(text, "hashed.example", key, sizeof(key)));
+    ck_assert(!gitauth_known_host(text, "hashed2.example", key, sizeof(key)));
+    ck_assert(gitauth_known_host(text, "a.wild.example", key, sizeof(key)));
+    ck_assert(!gitauth_known_host(text, "bad.wild.example", key, sizeof(key)));
+    ck_assert(!gitauth_known_host(text, "wrongkey.example", key, sizeof(key)));
+    ck_assert(!gitauth_known_host(text, "revoked.example", key, sizeof(key)));
+    ck_assert(!gitauth_known_host(text, "ca.example", key, sizeof(key)));
+    ck_assert(!gitauth_known_host(text, "unknown.example", key, sizeof(key)));
+    ck_assert(!gitauth_known_host("", "git.example", key, sizeof(key)));
     free(text);
     free(k);
     free(o);

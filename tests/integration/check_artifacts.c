@@ -324,6 +324,67 @@ START_TEST(test_artifacts_missing_output_fails_step)
 }
 END_TEST
 
+/*
+ * An upload that fails on the network after the step succeeded is a transient error: the
+ * step's on_transient policy retries it (a failure policy does not), the reason names the
+ * artifact and the server, and the step's output is still in its attempt directory.
+ */
+static char *upload_run(const char *policy, int *out_rc)
+{
+    char *dag = xasprintf("%s/upload-%s.yaml", tmp, policy);
+    FILE *f = fopen(dag, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f,
+            "name: upload\n"
+            "steps:\n"
+            "  - name: make\n"
+            "    workdir: \"{{ attempt.dir }}\"\n"
+            "    command: [/bin/sh, -c, 'echo made > made.txt']\n"
+            "    retries: {limit: 1, policy: %s, backoff: {initial: 1s}}\n"
+            "    outputs: {artifacts: {made: made.txt}}\n",
+            policy);
+    fclose(f);
+    char *data = xasprintf("%s/upload-%s", tmp, policy);
+    setenv("SLUICE_DATA_DIR", data, 1);
+    char *out = NULL;
+    const char *args[] = {"dag", "test", dag, NULL};
+    *out_rc = sluice(&out, NULL, args);
+    free(data);
+    free(dag);
+    return out;
+}
+
+START_TEST(test_artifacts_failed_upload_is_transient)
+{
+    use_s3("up");
+    setenv("SLUICE_ARTIFACTS_ENDPOINT", "http://127.0.0.1:9", 1); /* nothing listens */
+    int rc;
+    char *out = upload_run("on_transient", &rc);
+    ck_assert_int_eq(rc, 1);
+    ck_assert_msg(
+        strstr(out, "up_for_retry: output artifact 'made' (made.txt): s3 PUT s3://art/up/"), "%s",
+        out);
+    ck_assert_msg(strstr(out, "Couldn't connect to server"), "%s", out);
+    const char *row = strstr(out, "\nmake ");
+    ck_assert_ptr_nonnull(row);
+    ck_assert_msg(strstr(row, "failed                  2"), "%s", out);
+    char *kept = xasprintf("%s/upload-on_transient/work/upload", tmp);
+    char *cmd = xasprintf("test \"$(cat %s/*/.attempts/make/1/made.txt)\" = made", kept);
+    ck_assert_int_eq(sh(cmd), 0);
+    free(cmd);
+    free(kept);
+    free(out);
+
+    out = upload_run("on_failure", &rc);
+    ck_assert_int_eq(rc, 1);
+    ck_assert_msg(!strstr(out, "up_for_retry"), "%s", out);
+    row = strstr(out, "\nmake ");
+    ck_assert_ptr_nonnull(row);
+    ck_assert_msg(strstr(row, "failed                  1"), "%s", out);
+    free(out);
+}
+END_TEST
+
 /* --- sluice artifact get|put --------------------------------------------------------------------
  */
 
@@ -522,6 +583,7 @@ Suite *suite_integration_artifacts(void)
     tcase_add_test(tc, test_artifacts_iris_fs);
     tcase_add_test(tc, test_artifacts_templates_render_locations);
     tcase_add_test(tc, test_artifacts_missing_output_fails_step);
+    tcase_add_test(tc, test_artifacts_failed_upload_is_transient);
     tcase_add_test(tc, test_artifacts_cli_round_trip);
     tcase_add_test(tc, test_artifacts_cli_spec);
     tcase_add_test(tc, test_artifacts_zip_slip_refused);

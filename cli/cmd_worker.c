@@ -167,6 +167,9 @@ int cli_kube_options(struct kube_options *ko, const struct sl_config *c)
     ko->artifacts_credentials = c->kubernetes.artifacts_credentials;
     ko->artifacts_claim = c->kubernetes.artifacts_claim;
     ko->artifacts_credentials_keys = c->kubernetes.artifacts_credentials_keys;
+    ko->git_username = c->git.username;
+    ko->git_credentials = c->kubernetes.git_credentials;
+    ko->git_credentials_keys = c->kubernetes.git_credentials_keys;
     const char *h = c->kubernetes.helper ? c->kubernetes.helper : "init";
     if (!strcmp(h, "init")) {
         ko->helper = KUBE_HELPER_INIT;

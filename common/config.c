@@ -124,6 +124,10 @@ static const struct key keys[] = {
     KEY("kubernetes.artifacts_claim", K_STR, kubernetes.artifacts_claim, ""),
     KEY("kubernetes.artifacts_credentials_keys", K_STR, kubernetes.artifacts_credentials_keys,
         "access_key_id,secret_access_key,session_token"),
+    /* from: git inputs in step pods */
+    KEY("kubernetes.git_credentials", K_STR, kubernetes.git_credentials, ""),
+    KEY("kubernetes.git_credentials_keys", K_STR, kubernetes.git_credentials_keys,
+        "password,ssh_key,known_hosts"),
 };
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 

@@ -131,6 +131,8 @@ struct sl_config {
         char *artifacts_credentials; /* s3: Secret with access_key_id, secret_access_key; "" none */
         char *artifacts_claim;       /* fs: the repository's PVC, mounted at artifacts.root; "" */
         char *artifacts_credentials_keys; /* its keys: "id,secret[,token]" */
+        char *git_credentials;      /* from: git: Secret with the git.* credentials; "" none */
+        char *git_credentials_keys; /* its keys: "password,ssh_key,known_hosts[,ca]" */
     } kubernetes;
 };
 

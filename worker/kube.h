@@ -133,6 +133,11 @@ struct kube_options {
     const char *artifacts_claim; /* fs: the repository's PVC (ReadWriteMany), mounted at
                                   * artifacts_root; NULL: artifacts_root is on a volume
                                   * the pod has anyway (under work_mount) */
+    /* from: git inputs, fetched by the stage-in container (docs/kubernetes.md) */
+    const char *git_username;         /* git.username; NULL: the URL's */
+    const char *git_credentials;      /* the Secret with the credentials; NULL: none */
+    const char *git_credentials_keys; /* its keys "password,ssh_key,known_hosts[,ca]" (an
+                                       * empty one: not used); NULL: the first three names */
 
     /* --- the lifecycle ------------------------------------------------------------ */
     int64_t pending_timeout_ms;  /* unschedulable this long fails the attempt (error) unless

@@ -1902,7 +1902,8 @@ int kube_ctx_new(struct kube_ctx **out, uv_loop_t *loop, const struct kube_optio
                            &k->o.artifacts_repository, &k->o.artifacts_prefix, &k->o.artifacts_root,
                            &k->o.artifacts_endpoint, &k->o.artifacts_region, &k->o.artifacts_bucket,
                            &k->o.artifacts_compression, &k->o.artifacts_credentials,
-                           &k->o.artifacts_claim, &k->o.artifacts_credentials_keys};
+                           &k->o.artifacts_claim, &k->o.artifacts_credentials_keys,
+                           &k->o.git_username, &k->o.git_credentials, &k->o.git_credentials_keys};
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
         *strs[i] = own(k, *strs[i]);
     const char *ns = o->namespace_ && *o->namespace_ ? o->namespace_

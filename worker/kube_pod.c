@@ -47,6 +47,9 @@
 #define VOL_ARTIFACTS       "artifacts"
 #define NO_CONFIG           "/dev/null" /* the staging commands' sluice.yaml: none, env only */
 #define DEFAULT_SECRET_KEYS "access_key_id,secret_access_key,session_token"
+#define VOL_GIT             "git-credentials"
+#define GIT_CREDENTIALS_DIR "/var/run/sluice-git" /* the stage-in container's only */
+#define DEFAULT_GIT_KEYS    "password,ssh_key,known_hosts"
 
 static uint64_t fnv1a64(const char *s)
 {
@@ -375,6 +378,76 @@ static void add_env_secret(cJSON *env, const char *name, const char *secret, con
     if (optional)
         cJSON_AddBoolToObject(ref, "optional", true);
     cJSON_AddItemToArray(env, e);
+}
+
+/* Whether spec has an input from the DAG repository (from: git). */
+static bool wants_git(const cJSON *spec)
+{
+    const cJSON *in;
+    cJSON_ArrayForEach(in, cJSON_GetObjectItemCaseSensitive(
+                               cJSON_GetObjectItemCaseSensitive(spec, "inputs"), "artifacts"))
+    {
+        const char *from = spec_str(in, "from");
+        if (from && !strcmp(from, "git"))
+            return true;
+    }
+    return false;
+}
+
+/*
+ * The git.* credentials of a stage-in that fetches the DAG repository, from the Secret
+ * kubernetes.git_credentials: the password (a token) as SLUICE_GIT_PASSWORD; the ssh key,
+ * known_hosts and a private CA (when the fourth key is named) as files of a volume that
+ * only this container mounts. The keys are optional in the Secret, so one Secret serves
+ * https and ssh repositories alike; a file the fetch needs and does not find is named in
+ * its error.
+ */
+static void add_git_credentials(cJSON *env, cJSON *mounts, cJSON *volumes,
+                                const struct kube_options *o)
+{
+    if (o->git_username && *o->git_username)
+        add_env_value(env, "SLUICE_GIT_USERNAME", o->git_username);
+    if (!o->git_credentials || !*o->git_credentials)
+        return;
+    /* "password,ssh_key,known_hosts[,ca]": an empty entry is a credential not used */
+    char *keys = xstrdup(str_or(o->git_credentials_keys, DEFAULT_GIT_KEYS));
+    const char *key[4] = {NULL, NULL, NULL, NULL};
+    char *p = keys;
+    for (size_t i = 0; i < 4 && p; i++) {
+        char *comma = strchr(p, ',');
+        if (comma)
+            *comma = '\0';
+        key[i] = *p ? p : NULL;
+        p = comma ? comma + 1 : NULL;
+    }
+    if (key[0])
+        add_env_secret(env, "SLUICE_GIT_PASSWORD", o->git_credentials, key[0], true);
+    if (key[1] || key[2] || key[3]) {
+        cJSON *v = cJSON_CreateObject();
+        cJSON_AddStringToObject(v, "name", VOL_GIT);
+        cJSON *sec = cJSON_AddObjectToObject(v, "secret");
+        cJSON_AddStringToObject(sec, "secretName", o->git_credentials);
+        cJSON_AddNumberToObject(sec, "defaultMode", 0440);
+        cJSON_AddBoolToObject(sec, "optional", true);
+        cJSON *items = cJSON_AddArrayToObject(sec, "items");
+        static const char *const files[] = {NULL, "ssh_key", "known_hosts", "ca.crt"};
+        static const char *const vars[] = {NULL, "SLUICE_GIT_SSH_KEY_FILE",
+                                           "SLUICE_GIT_KNOWN_HOSTS_FILE", "SLUICE_GIT_CA_FILE"};
+        for (size_t i = 1; i < 4; i++) {
+            if (!key[i])
+                continue;
+            cJSON *item = cJSON_CreateObject();
+            cJSON_AddStringToObject(item, "key", key[i]);
+            cJSON_AddStringToObject(item, "path", files[i]);
+            cJSON_AddItemToArray(items, item);
+            char *path = xasprintf("%s/%s", GIT_CREDENTIALS_DIR, files[i]);
+            add_env_value(env, vars[i], path);
+            free(path);
+        }
+        cJSON_AddItemToArray(volumes, v);
+        cJSON_AddItemToArray(mounts, volume_mount(VOL_GIT, GIT_CREDENTIALS_DIR, true));
+    }
+    free(keys);
 }
 
 /* The staging environment: the bindings, the repository's settings (as the config loader
@@ -854,6 +927,7 @@ int kube_pod_build(cJSON **out, const cJSON *spec, const struct kube_options *o,
             cJSON_AddItemToArray(scmd, escaped(parts[i]));
         cJSON *senv = cJSON_AddArrayToObject(sc, "env");
         add_artifact_env(senv, art_json, o);
+        bool git = wants_git(spec);
         /* transfers stream in constant memory; a directory's tar is extracted on the fly */
         cJSON *sres = cJSON_AddObjectToObject(sc, "resources");
         cJSON *sreq = cJSON_AddObjectToObject(sres, "requests");
@@ -867,6 +941,8 @@ int kube_pod_build(cJSON **out, const cJSON *spec, const struct kube_options *o,
             if (vname && strcmp(vname, VOL_HELPER) != 0)
                 cJSON_AddItemToArray(smounts, cJSON_Duplicate(it, true));
         }
+        if (git)
+            add_git_credentials(senv, smounts, volumes, o);
         cJSON_AddStringToObject(sc, "terminationMessagePolicy", "FallbackToLogsOnError");
         cJSON_AddItemToObject(sc, "securityContext", container_security(o));
     }

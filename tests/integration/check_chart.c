@@ -892,6 +892,7 @@ static const struct chart_case chart_cases[] = {
     {"tests/chart/git-ssh.yaml",
      {"sluice-git-ssh", "sluice", "sluice-worker", "pipeline-runner", NULL}},
     {"tests/chart/local.yaml", {"my-dags", NULL}},
+    {"tests/chart/git-local.yaml", {"sluice-git-ssh", NULL}},
 };
 #define N_CASES ((int)(sizeof(chart_cases) / sizeof(chart_cases[0])))
 
@@ -1216,10 +1217,14 @@ static void check_render(struct strbuf *problems, const struct render *r,
             strbuf_addf(problems, "%s: the artifacts volume is not at artifacts.root\n", name);
         if (!mount_of(ct, "work") || !streq(mount_of(ct, "work"), jstr(conf, "work_root")))
             strbuf_addf(problems, "%s: work_root is not a writable volume\n", name);
-        /* Least privilege: a worker never sees the database. */
+        /* Least privilege: a worker never sees the database nor the webhook secret; the Git
+         * secret only when its own processes run steps (local: from: git inputs), never when
+         * step pods do (they get it by reference) */
+        bool local = cJSON_IsFalse(jget(d, "spec.template.spec.automountServiceAccountToken"));
         if (env_of(ct, "SLUICE_DATABASE_URL"))
             strbuf_addf(problems, "%s: a worker gets SLUICE_DATABASE_URL\n", name);
-        if (env_of(ct, "SLUICE_GIT_PASSWORD") || env_of(ct, "SLUICE_API_WEBHOOK_SECRET"))
+        if ((!local && (env_of(ct, "SLUICE_GIT_PASSWORD") || mount_of(ct, "git-credentials"))) ||
+            env_of(ct, "SLUICE_API_WEBHOOK_SECRET"))
             strbuf_addf(problems, "%s: a worker gets the Git or webhook secret\n", name);
     }
     const cJSON *sched = find_obj(r->docs, "Deployment", FULLNAME "-scheduler");
@@ -1539,6 +1544,11 @@ START_TEST(test_external_database)
     ck_assert_str_eq(jstr(conf, "git.username"), "x-access-token");
     ck_assert_str_eq(jstr(conf, "git.interval"), "2m");
     ck_assert_ptr_null(jget(conf, "git.ssh_key_file"));
+    /* from: git inputs: step pods get the Secret's key by reference, the worker nothing */
+    const cJSON *wd = find_obj(r.docs, "Deployment", FULLNAME "-worker-default");
+    ck_assert_ptr_null(env_of(container0(wd), "SLUICE_GIT_PASSWORD"));
+    ck_assert_str_eq(jstr(conf, "kubernetes.git_credentials"), "sluice-git");
+    ck_assert_str_eq(jstr(conf, "kubernetes.git_credentials_keys"), "token,,");
     /* Step pods pull the helper image with the release's pull secrets. */
     ck_assert_str_eq(jstr(conf, "kubernetes.image_pull_secrets"), "acme-registry");
     ck_assert_str_eq(jstr(conf, "kubernetes.sluice_image"), jstr(ct, "image"));
@@ -1705,6 +1715,10 @@ START_TEST(test_git_ssh_and_step_namespace)
     ck_assert_int_eq((int)cJSON_GetNumberValue(jget(vol, "secret.defaultMode")), 0440);
     ck_assert_str_eq(jstr(vol, "secret.items[0].key"), "ssh-privatekey");
     ck_assert_ptr_null(env_of(container0(sched), "SLUICE_GIT_PASSWORD"));
+    /* Step pods get the Secret's keys for their stage-in container (the kubernetes
+     * workers themselves nothing: checked for every values file) */
+    ck_assert_str_eq(jstr(conf, "kubernetes.git_credentials"), "sluice-git-ssh");
+    ck_assert_str_eq(jstr(conf, "kubernetes.git_credentials_keys"), ",ssh-privatekey,known_hosts");
     /* Steps in their own namespace: the Role and the step account follow them. */
     ck_assert_str_eq(jstr(conf, "kubernetes.namespace"), "sluice-steps");
     ck_assert_str_eq(jstr(conf, "kubernetes.service_account"), "pipeline-runner");
@@ -1716,6 +1730,27 @@ START_TEST(test_git_ssh_and_step_namespace)
     ck_assert_str_eq(jstr(rb, "subjects[0].name"), "sluice-worker");
     ck_assert_str_eq(jstr(rb, "subjects[0].namespace"), NAMESPACE);
     ck_assert_int_eq(count_kind(r.docs, "ServiceAccount"), 0);
+    cJSON_Delete(conf);
+    render_free(&r);
+}
+END_TEST
+
+/* Local-executor workers run from: git inputs themselves: the Git Secret's files where
+ * sluice.yaml says, as on the scheduler. */
+START_TEST(test_local_workers_get_the_git_credentials)
+{
+    struct render r;
+    render(&r, "tests/chart/git-local.yaml");
+    cJSON *conf = sluice_yaml(&r);
+    const cJSON *w = find_obj(r.docs, "Deployment", FULLNAME "-worker-default");
+    const char *mp = mount_of(container0(w), "git-credentials");
+    ck_assert_ptr_nonnull(mp);
+    ck_assert_str_eq(mp, mount_of(container0(find_obj(r.docs, "Deployment", FULLNAME "-scheduler")),
+                                  "git-credentials"));
+    const char *key_file = jstr(conf, "git.ssh_key_file");
+    ck_assert_ptr_nonnull(key_file);
+    ck_assert_int_eq(strncmp(key_file, mp, strlen(mp)), 0);
+    ck_assert_str_eq(jstr(volume_of(w, "git-credentials"), "secret.secretName"), "sluice-git-ssh");
     cJSON_Delete(conf);
     render_free(&r);
 }
@@ -2048,6 +2083,7 @@ Suite *suite_integration_chart(void)
     tcase_add_test(tc, test_keda_autoscaling);
     tcase_add_test(tc, test_git_ssh_and_step_namespace);
     tcase_add_test(tc, test_local_executor_has_no_rbac);
+    tcase_add_test(tc, test_local_workers_get_the_git_credentials);
     tcase_add_test(tc, test_notes);
     suite_add_tcase(s, tc);
 

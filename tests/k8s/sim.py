@@ -637,11 +637,25 @@ class Sim:
             elif "hostPath" in v:
                 vols[name] = v["hostPath"]["path"]
             elif "secret" in v:
+                # the kubelet's rules: every key as a file, or only the listed items at their
+                # paths; a missing Secret or key fails the mount unless the volume is optional
                 d = os.path.join(pod.dir, "volumes", name)
                 os.makedirs(d, exist_ok=True)
-                for k, val in (self.secrets.get((pod.ns, v["secret"].get("secretName"))) or {}).items():
-                    with open(os.path.join(d, k), "w") as f:
-                        f.write(val)
+                sv = v["secret"]
+                data = self.secrets.get((pod.ns, sv.get("secretName")))
+                if data is None and not sv.get("optional"):
+                    raise RuntimeError('secret "%s" not found' % sv.get("secretName"))
+                data = data or {}
+                items = sv.get("items")
+                pairs = [(i["key"], i["path"]) for i in items] if items else [(k, k) for k in data]
+                for key, path in pairs:
+                    if key not in data:
+                        if not sv.get("optional"):
+                            raise RuntimeError("couldn't find key %s in Secret %s/%s" % (
+                                key, pod.ns, sv.get("secretName")))
+                        continue
+                    with open(os.path.join(d, path), "w") as f:
+                        f.write(data[key])
                 vols[name] = d
             else:  # emptyDir and anything else: a directory of the pod's own
                 d = os.path.join(pod.dir, "volumes", name)

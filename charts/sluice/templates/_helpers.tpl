@@ -160,6 +160,29 @@ ConfigMap. Each renders nothing when unused. */}}
 {{- define "sluice.dagsVolumes" -}}
 {{- $g := .Values.secrets.git }}
 {{- if and .Values.git.url $g.existingSecret (or $g.sshKeyKey $g.knownHostsKey) }}
+{{- include "sluice.gitCredentialsVolumes" . }}
+{{- else if and (not .Values.git.url) .Values.dags.existingConfigMap }}
+- name: dags
+  configMap:
+    name: {{ .Values.dags.existingConfigMap | quote }}
+{{- end }}
+{{- end }}
+{{- define "sluice.dagsVolumeMounts" -}}
+{{- $g := .Values.secrets.git }}
+{{- if and .Values.git.url $g.existingSecret (or $g.sshKeyKey $g.knownHostsKey) }}
+{{- include "sluice.gitCredentialsVolumeMounts" . }}
+{{- else if and (not .Values.git.url) .Values.dags.existingConfigMap }}
+- name: dags
+  mountPath: {{ .Values.paths.dags }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* The Git credentials' files (scheduler, and workers for `from: git` inputs of local
+steps); nothing when unused. */}}
+{{- define "sluice.gitCredentialsVolumes" -}}
+{{- $g := .Values.secrets.git }}
+{{- if and .Values.git.url $g.existingSecret (or $g.sshKeyKey $g.knownHostsKey) }}
 - name: git-credentials
   secret:
     secretName: {{ $g.existingSecret | quote }}
@@ -173,21 +196,13 @@ ConfigMap. Each renders nothing when unused. */}}
       - key: {{ . | quote }}
         path: known_hosts
       {{- end }}
-{{- else if and (not .Values.git.url) .Values.dags.existingConfigMap }}
-- name: dags
-  configMap:
-    name: {{ .Values.dags.existingConfigMap | quote }}
 {{- end }}
 {{- end }}
-{{- define "sluice.dagsVolumeMounts" -}}
+{{- define "sluice.gitCredentialsVolumeMounts" -}}
 {{- $g := .Values.secrets.git }}
 {{- if and .Values.git.url $g.existingSecret (or $g.sshKeyKey $g.knownHostsKey) }}
 - name: git-credentials
   mountPath: {{ .Values.paths.gitCredentials }}
-  readOnly: true
-{{- else if and (not .Values.git.url) .Values.dags.existingConfigMap }}
-- name: dags
-  mountPath: {{ .Values.paths.dags }}
   readOnly: true
 {{- end }}
 {{- end }}

@@ -366,6 +366,13 @@ static const char *const art_spec =
     "\"outputs\": {\"artifacts\": {\"model\": {\"path\": \"model.pkl\", \"key\": "
     "\"iris/r1/train/2/model\"}}}}";
 
+static const char *const git_spec =
+    "{\"attempt_id\": \"iris.r1.train.-1.1\", \"dag\": \"iris\", \"run_id\": \"r1\", "
+    "\"step\": \"train\", \"map_index\": -1, \"attempt\": 1, "
+    "\"command\": [\"/usr/bin/python3\", \"src/train.py\"], \"workdir\": \"$(SLUICE_RUN_DIR)\", "
+    "\"repo\": {\"url\": \"https://git.example.com/ml/dags.git\", \"commit\": \"3f2a9c1\"}, "
+    "\"inputs\": {\"artifacts\": {\"code\": {\"from\": \"git\", \"path\": \"src\"}}}}";
+
 static struct kube_options s3_opts(void)
 {
     struct kube_options o = base_opts();
@@ -598,6 +605,13 @@ START_TEST(test_every_pod_passes_the_official_schema)
     for (size_t i = 0; i < 4; i++)
         cJSON_Delete(build(spec, &a[i]));
     cJSON_Delete(spec);
+    /* the DAG repository as an input, with every credential */
+    spec = spec_of(git_spec);
+    struct kube_options g = base_opts();
+    g.git_username = "sluice";
+    g.git_credentials = "dags-git";
+    cJSON_Delete(build(spec, &g));
+    cJSON_Delete(spec);
 
     char dir[] = "/tmp/sluice-kube-pod-XXXXXX";
     ck_assert_ptr_nonnull(mkdtemp(dir));
@@ -624,6 +638,89 @@ START_TEST(test_every_pod_passes_the_official_schema)
     free(file);
     cJSON_Delete(all_pods);
     all_pods = NULL;
+}
+END_TEST
+
+/* A from: git input: the stage-in container alone gets the git.* credentials, from the
+ * Secret kubernetes.git_credentials (every key optional). */
+START_TEST(test_git_input_credentials_reach_the_stage_in_only)
+{
+    cJSON *spec = spec_of(git_spec);
+    struct kube_options o = base_opts();
+    o.git_username = "sluice";
+    o.git_credentials = "dags-git";
+    cJSON *pod = build(spec, &o);
+    const cJSON *in = at(pod, "spec.initContainers.1");
+    ck_assert_str_eq(str_at(in, "name"), KUBE_STAGE_IN_CONTAINER);
+    ck_assert_str_eq(str_at(env_of(in, "SLUICE_GIT_USERNAME"), "value"), "sluice");
+    const cJSON *pw = env_of(in, "SLUICE_GIT_PASSWORD");
+    ck_assert_str_eq(str_at(pw, "valueFrom.secretKeyRef.name"), "dags-git");
+    ck_assert_str_eq(str_at(pw, "valueFrom.secretKeyRef.key"), "password");
+    ck_assert(cJSON_IsTrue(at(pw, "valueFrom.secretKeyRef.optional")));
+    ck_assert_str_eq(str_at(env_of(in, "SLUICE_GIT_SSH_KEY_FILE"), "value"),
+                     "/var/run/sluice-git/ssh_key");
+    ck_assert_str_eq(str_at(env_of(in, "SLUICE_GIT_KNOWN_HOSTS_FILE"), "value"),
+                     "/var/run/sluice-git/known_hosts");
+    /* the files: a volume of the Secret's two keys, mounted read-only in the stage-in */
+    const cJSON *vol = NULL, *v;
+    cJSON_ArrayForEach(
+        v, at(pod, "spec.volumes")) if (!strcmp(str_at(v, "name"), "git-credentials")) vol = v;
+    ck_assert_ptr_nonnull(vol);
+    ck_assert_str_eq(str_at(vol, "secret.secretName"), "dags-git");
+    ck_assert(cJSON_IsTrue(at(vol, "secret.optional")));
+    ck_assert_str_eq(str_at(vol, "secret.items.0.key"), "ssh_key");
+    ck_assert_str_eq(str_at(vol, "secret.items.1.path"), "known_hosts");
+    bool mounted = false;
+    cJSON_ArrayForEach(v, at(in, "volumeMounts")) mounted |=
+        !strcmp(str_at(v, "name"), "git-credentials") && cJSON_IsTrue(at(v, "readOnly"));
+    ck_assert(mounted);
+    /* the step's own container sees none of it */
+    const cJSON *mainc = at(pod, "spec.containers.0");
+    ck_assert_ptr_null(env_of(mainc, "SLUICE_GIT_PASSWORD"));
+    cJSON_ArrayForEach(v, at(mainc, "volumeMounts"))
+        ck_assert_str_ne(str_at(v, "name"), "git-credentials");
+    ck_assert_ptr_null(env_of(in, "SLUICE_GIT_CA_FILE")); /* the fourth key: none named */
+    cJSON_Delete(pod);
+
+    /* a private CA as the fourth key */
+    o.git_credentials_keys = "password,ssh_key,known_hosts,ca.pem";
+    pod = build(spec, &o);
+    in = at(pod, "spec.initContainers.1");
+    ck_assert_str_eq(str_at(env_of(in, "SLUICE_GIT_CA_FILE"), "value"),
+                     "/var/run/sluice-git/ca.crt");
+    cJSON_ArrayForEach(
+        v, at(pod, "spec.volumes")) if (!strcmp(str_at(v, "name"), "git-credentials")) vol = v;
+    ck_assert_str_eq(str_at(vol, "secret.items.2.key"), "ca.pem");
+    cJSON_Delete(pod);
+
+    /* a token only (the Secret's key named): no volume */
+    o.git_credentials_keys = "token,,";
+    pod = build(spec, &o);
+    in = at(pod, "spec.initContainers.1");
+    ck_assert_str_eq(str_at(env_of(in, "SLUICE_GIT_PASSWORD"), "valueFrom.secretKeyRef.key"),
+                     "token");
+    ck_assert_ptr_null(env_of(in, "SLUICE_GIT_SSH_KEY_FILE"));
+    cJSON_ArrayForEach(v, at(pod, "spec.volumes"))
+        ck_assert_str_ne(str_at(v, "name"), "git-credentials");
+    cJSON_Delete(pod);
+
+    /* no Secret configured: the user name only */
+    o.git_credentials = NULL;
+    pod = build(spec, &o);
+    in = at(pod, "spec.initContainers.1");
+    ck_assert_ptr_nonnull(env_of(in, "SLUICE_GIT_USERNAME"));
+    ck_assert_ptr_null(env_of(in, "SLUICE_GIT_PASSWORD"));
+    cJSON_Delete(pod);
+    cJSON_Delete(spec);
+
+    /* inputs that are not git get no credentials */
+    spec = spec_of(art_spec);
+    o = s3_opts();
+    o.git_credentials = "dags-git";
+    pod = build(spec, &o);
+    ck_assert_ptr_null(env_of(at(pod, "spec.initContainers.1"), "SLUICE_GIT_PASSWORD"));
+    cJSON_Delete(pod);
+    cJSON_Delete(spec);
 }
 END_TEST
 
@@ -669,6 +766,7 @@ Suite *suite_worker_kube_pod(void)
     tcase_add_test(tc, test_artifact_settings_that_cannot_work_are_refused);
     tcase_add_test(tc, test_every_pod_passes_the_official_schema);
     tcase_add_test(tc, test_artifact_base_names_the_repository);
+    tcase_add_test(tc, test_git_input_credentials_reach_the_stage_in_only);
     suite_add_tcase(s, tc);
     return s;
 }

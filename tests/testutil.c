@@ -9,9 +9,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 const char *test_src_dir(void)
@@ -90,4 +94,77 @@ int test_run(char *const argv[], char **out, char **err)
     strbuf_release(&bo);
     strbuf_release(&be);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* --- a Git server over https ---------------------------------------------------------------- */
+
+void test_git_https_start(struct test_git_https *h, const char *repos_dir, const char *user,
+                          const char *password)
+{
+    memset(h, 0, sizeof(*h));
+    h->dir = xstrdup("/tmp/sluice-githttps-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(h->dir));
+    char *cmd =
+        xasprintf("cd %s && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem "
+                  "-days 2 -subj /CN=sluice-test-ca 2>/dev/null && "
+                  "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr "
+                  "-subj /CN=localhost 2>/dev/null && "
+                  "printf 'subjectAltName=DNS:localhost\\nbasicConstraints=CA:FALSE\\n' > ext && "
+                  "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
+                  "-out server.pem -days 2 -extfile ext 2>/dev/null",
+                  h->dir);
+    char *sh[] = {"/bin/sh", "-c", cmd, NULL};
+    char *err = NULL;
+    ck_assert_msg(test_run(sh, NULL, &err) == 0, "certificates: %s", err);
+    free(err);
+    free(cmd);
+    h->ca = xasprintf("%s/ca.pem", h->dir);
+    char *script = test_path("tests/data/git/https_server.py");
+    char *cert = xasprintf("%s/server.pem", h->dir), *key = xasprintf("%s/server.key", h->dir);
+    char *port_file = xasprintf("%s/port", h->dir);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent)
+            _exit(1);
+        execl("/usr/bin/python3", "python3", script, repos_dir, cert, key, user, password,
+              port_file, (char *)NULL);
+        _exit(127);
+    }
+    h->pid = pid;
+    int port = 0;
+    for (int i = 0; i < 400 && port <= 0; i++) {
+        FILE *f = fopen(port_file, "r");
+        if (!f || fscanf(f, "%d", &port) != 1) { // NOLINT(cert-err34-c)
+            port = 0;
+            struct timespec ts = {0, 25000000};
+            nanosleep(&ts, NULL);
+        }
+        if (f)
+            fclose(f);
+    }
+    ck_assert_msg(port > 0, "the https Git server did not start");
+    h->url_base = xasprintf("https://localhost:%d", port);
+    free(script);
+    free(cert);
+    free(key);
+    free(port_file);
+}
+
+void test_git_https_stop(struct test_git_https *h)
+{
+    if (h->pid > 0) {
+        kill(h->pid, SIGTERM);
+        waitpid(h->pid, NULL, 0);
+    }
+    if (h->dir) {
+        char *rm[] = {"/bin/rm", "-rf", h->dir, NULL};
+        test_run(rm, NULL, NULL);
+    }
+    free(h->dir);
+    free(h->ca);
+    free(h->url_base);
+    memset(h, 0, sizeof(*h));
 }

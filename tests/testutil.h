@@ -26,4 +26,21 @@ int test_run(char *const argv[], char **out, char **err);
 /* The sluice binary under test ($SLUICE_BIN, else build/asan/bin/sluice). */
 const char *test_sluice_bin(void);
 
+/*
+ * A Git server over https, as GitHub or GitLab serve private repositories: smart HTTP
+ * (tests/data/git/https_server.py in front of `git http-backend`) behind TLS with a
+ * certificate for "localhost" signed by a private CA, basic auth required. It serves the
+ * bare repositories under repos_dir (a harness_git's). The server dies with the test
+ * process (parent-death signal) if test_git_https_stop() is never reached.
+ */
+struct test_git_https {
+    char *dir;      /* the CA, the server's key and certificate */
+    char *ca;       /* the private CA's certificate (PEM) */
+    char *url_base; /* "https://localhost:<port>" (mbedTLS matches names only) */
+    int pid;
+};
+void test_git_https_start(struct test_git_https *h, const char *repos_dir, const char *user,
+                          const char *password);
+void test_git_https_stop(struct test_git_https *h);
+
 #endif

@@ -880,71 +880,10 @@ END_TEST
 
 /* --- https: smart HTTP over TLS with basic auth ----------------------------------------- */
 
-struct https_git {
-    char *dir, *ca, *url_base; /* url_base: "https://localhost:<port>" */
-    pid_t pid;
-};
-
-/* A private CA, a certificate for localhost signed by it, and tests/data/git/
- * https_server.py serving the harness's repositories as user "sluice", password "t0ken". */
-static void https_start(struct https_git *h)
-{
-    memset(h, 0, sizeof(*h));
-    h->dir = temp_dir();
-    char *cmd =
-        xasprintf("cd %s && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem "
-                  "-days 2 -subj /CN=sluice-test-ca 2>/dev/null && "
-                  "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr "
-                  "-subj /CN=localhost 2>/dev/null && "
-                  "printf 'subjectAltName=DNS:localhost\\nbasicConstraints=CA:FALSE\\n' > ext && "
-                  "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
-                  "-out server.pem -days 2 -extfile ext 2>/dev/null",
-                  h->dir);
-    run_ok(cmd);
-    free(cmd);
-    h->ca = xasprintf("%s/ca.pem", h->dir);
-    char *script = test_path("tests/data/git/https_server.py");
-    char *cert = xasprintf("%s/server.pem", h->dir), *key = xasprintf("%s/server.key", h->dir);
-    char *port_file = xasprintf("%s/port", h->dir);
-    h->pid = fork();
-    ck_assert_int_ge(h->pid, 0);
-    if (h->pid == 0) {
-        execl("/usr/bin/python3", "python3", script, git.repos_dir, cert, key, "sluice", "t0ken",
-              port_file, (char *)NULL);
-        _exit(127);
-    }
-    int port = 0;
-    for (int i = 0; i < 200 && !port; i++) {
-        FILE *f = fopen(port_file, "r");
-        if (f) {
-            ck_assert_int_eq(fscanf(f, "%d", &port), 1); // NOLINT(cert-err34-c)
-            fclose(f);
-        } else {
-            struct timespec ts = {0, 25000000};
-            nanosleep(&ts, NULL);
-        }
-    }
-    ck_assert_msg(port > 0, "the https server did not start");
-    h->url_base = xasprintf("https://localhost:%d", port); /* mbedTLS matches names only */
-    free(script);
-    free(cert);
-    free(key);
-    free(port_file);
-}
-
-static void https_stop(struct https_git *h)
-{
-    kill(h->pid, SIGTERM);
-    waitpid(h->pid, NULL, 0);
-    remove_dir(h->dir);
-    free(h->ca);
-    free(h->url_base);
-}
-
 START_TEST(test_https_with_basic_auth_and_a_private_ca)
 {
-    struct https_git h;
-    https_start(&h);
+    struct test_git_https h;
+    test_git_https_start(&h, git.repos_dir, "sluice", "t0ken");
     ck_assert_int_eq(harness_git_init_bare(&git, "web.git"), 0);
     char *wt, *c1;
     ck_assert_int_eq(harness_git_clone(&wt, &git, "web.git"), 0);
@@ -1033,7 +972,7 @@ START_TEST(test_https_with_basic_auth_and_a_private_ca)
     free(dest);
     free(file);
 
-    https_stop(&h);
+    test_git_https_stop(&h);
     remove_dir(dir);
     free(url);
     free(c1);

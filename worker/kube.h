@@ -15,10 +15,10 @@
  *                      bookmarks, a fresh list on 410)
  *   struct kube_exec   one per attempt: create (409 -> adopt the pod this attempt already
  *                      has), follow its status, stream its log to the log file, read output
- *                      params from the termination message, map the failure reason, delete
- *                      the pod; cancel deletes it with a grace period; release stops
- *                      following and leaves the pod to the worker that takes the attempt
- *                      over
+ *                      params from the termination message (and the stage-out sidecar's
+ *                      outcome and log), map the failure reason, delete the pod; cancel
+ *                      deletes it with a grace period; release stops following and leaves
+ *                      the pod to the worker that takes the attempt over
  *
  * docs/kubernetes.md is the user's guide (configuration, the Pod, outputs, failures) and
  * worker/README.md ("The kubernetes executor") the design: states, threads, ownership.
@@ -51,12 +51,23 @@ struct strbuf;
 #define KUBE_INIT_CONTAINER "sluice-init"
 /* The init container that stages a step's input artifacts (docs/kubernetes.md, "Artifacts") */
 #define KUBE_STAGE_IN_CONTAINER "sluice-stage-in"
+/* The sidecar that stores a step's declared output artifacts after the main container's
+ * helper reported the step's end through the handshake files below (`sluice pod
+ * stage-out`); only pods of steps with output artifacts and an s3 or fs repository */
+#define KUBE_STAGE_OUT_CONTAINER "sluice-stage-out"
 /* The environment variable carrying a step's artifact bindings (inputs, outputs and the
- * ids that make keys, as JSON) to `sluice artifact get --spec-env` and `sluice pod exec
- * --artifacts` */
+ * ids that make keys, as JSON) to `sluice artifact get --spec-env`, `sluice pod stage-out
+ * --spec-env` and `sluice pod exec --artifacts` */
 #define KUBE_ENV_ARTIFACT_SPEC "SLUICE_ARTIFACT_SPEC"
 #define KUBE_HELPER_DIR        "/var/run/sluice"
 #define KUBE_HELPER_BIN        "/var/run/sluice/sluice"
+/* The handshake between the helper and the stage-out sidecar, in KUBE_HELPER_DIR (an
+ * emptyDir both mount): the helper touches KUBE_HANDSHAKE_ALIVE every
+ * KUBE_HEARTBEAT_MS while the step runs, then writes KUBE_HANDSHAKE_DONE
+ * ({"succeeded": bool, "exit_code": N}, by write and rename) when it has ended. */
+#define KUBE_HANDSHAKE_ALIVE "step.alive"
+#define KUBE_HANDSHAKE_DONE  "step.done"
+#define KUBE_HEARTBEAT_MS    5000
 /* The helper brings its own dynamic loader and shared libraries (sluice pod install), so
  * it runs in any x86-64 Linux image: distroless, Alpine (musl) or another glibc. */
 #define KUBE_HELPER_LOADER        "/var/run/sluice/ld.so"
@@ -172,10 +183,14 @@ char *kube_label_value(const char *s);
  * directory that is not on the work volume. Pure: no I/O.
  *
  * Artifacts (with the helper): input artifacts to fetch add the init container
- * KUBE_STAGE_IN_CONTAINER (`sluice artifact get --spec-env`), declared output artifacts
- * make the helper store them after an exit 0 (`sluice pod exec --artifacts`); both get
- * the bindings in KUBE_ENV_ARTIFACT_SPEC and the repository's settings as
- * SLUICE_ARTIFACTS_* variables, credentials only as secretKeyRefs.
+ * KUBE_STAGE_IN_CONTAINER (`sluice artifact get --spec-env`); declared output artifacts
+ * with an s3 or fs repository add the container KUBE_STAGE_OUT_CONTAINER (`sluice pod
+ * stage-out`), which stores them once the helper (`sluice pod exec --handshake`) reported
+ * that the step succeeded. Those two get the bindings in KUBE_ENV_ARTIFACT_SPEC, the
+ * repository's settings as SLUICE_ARTIFACTS_* variables and the credentials as
+ * secretKeyRefs; the main container gets none of them. Without a repository the helper
+ * only checks that declared outputs exist (`sluice pod exec --artifacts`). Both staging
+ * containers need the working directory on the work volume.
  */
 int kube_pod_build(cJSON **out, const cJSON *spec, const struct kube_options *o,
                    struct strbuf *err);

@@ -24,6 +24,13 @@
  *
  * A release (hand back) cancels every call and finishes at once without touching the pod.
  *
+ * Pods with the stage-out sidecar (output artifacts and a repository): the main
+ * container usually ends first. If it succeeded, the executor waits for the pod's end and
+ * takes the sidecar's outcome (its termination message: an output missing or not
+ * stored) when it failed. If the main container failed (an exit code, OOMKilled, killed)
+ * the outcome is the main container's at once and the pod is deleted: the sidecar, told
+ * by the helper or never told (the helper died too), has nothing to add.
+ *
  * Logs: GET .../pods/<name>/log?container=main&follow=true&timestamps=true. Each line's
  * timestamp is parsed and dropped from what is written; after a dropped connection the
  * stream is asked again with sinceTime (second precision, as the API takes it) and the
@@ -31,7 +38,10 @@
  * lines carried it - so nothing is lost or doubled. A partial line at a drop is thrown
  * away (the resumed stream sends it again whole). Kubernetes' own view (scheduling,
  * image pulls, OOMKilled, eviction, deletion) is written into the same file as
- * "=== kubernetes: ..." lines, once per distinct condition.
+ * "=== kubernetes: ..." lines, once per distinct condition. The sidecar's few lines (what
+ * it stored) are read once, with one plain GET after it ended, and go in before the
+ * trailer; the position file records that they are in, so a worker adopting the pod
+ * never writes them twice.
  */
 #include "worker/kube.h"
 #include "worker/artifacts.h"
@@ -66,6 +76,7 @@
 #define DEFAULT_PULL_GRACE_MS  (2 * 60 * 1000)
 #define DEFAULT_DELETE_GRACE   10000
 #define DEFAULT_GC_MS          60000
+#define STAGE_OUT_LOG_MAX      (256 * 1024) /* bytes of the sidecar's log taken into the log */
 
 enum exec_state { KX_CREATING, KX_ADOPTING, KX_FOLLOWING, KX_FINISHING, KX_DONE };
 
@@ -86,7 +97,10 @@ struct logw {
     bool pos_dirty, pos_unlink;
     int64_t pending_ns, inflight_ns, loaded_ns; /* the position at the end of each */
     size_t pending_n, inflight_n, loaded_n;
-    char pos_buf[48];
+    /* ... and whether the stage-out sidecar's log is in the file (its third number) */
+    bool out_pending, out_inflight, out_written, out_loaded;
+    bool opened; /* the open (and the position file's read) is done */
+    char pos_buf[64];
 };
 
 struct kube_exec {
@@ -112,7 +126,7 @@ struct kube_exec {
     struct logw log;
     struct strbuf log_line; /* a partial line of the log stream */
     /* what has been said in the log about the pod */
-    char *said_sched, *said_wait, *said_node, *said_term, *said_phase;
+    char *said_sched, *said_wait, *said_node, *said_term, *said_phase, *said_out;
     char *reason;    /* the outcome's */
     cJSON *outputs;  /* the outcome's */
     uint64_t pod_rv; /* resourceVersion of pod */
@@ -137,6 +151,7 @@ struct kube_exec {
     bool log_clean_end; /* the last stream ended cleanly: the container probably exited */
     bool in_finish;     /* exec_try_finish() is on the stack */
     bool want_params;
+    bool out_log_done; /* the stage-out sidecar's log was written (or cannot be) */
     bool cancel, release, deleting, fixed, delete_after, trailer_done;
 };
 
@@ -203,6 +218,46 @@ static const char *jstr(const cJSON *o, const char *key)
 static const cJSON *jobj(const cJSON *o, const char *key)
 {
     return cJSON_GetObjectItemCaseSensitive(o, key);
+}
+
+/* The status of the container name in status.containerStatuses, or NULL. */
+static const cJSON *container_status(const cJSON *status, const char *name)
+{
+    const cJSON *c;
+    cJSON_ArrayForEach(c, jobj(status, "containerStatuses"))
+    {
+        const char *n = jstr(c, "name");
+        if (n && !strcmp(n, name))
+            return c;
+    }
+    return NULL;
+}
+
+/* The terminated state of the container name, or NULL while it has not ended. */
+static const cJSON *container_ended(const cJSON *status, const char *name)
+{
+    return jobj(jobj(container_status(status, name), "state"), "terminated");
+}
+
+/* The exit code of a terminated state, or -1. */
+static int exit_code_of(const cJSON *term)
+{
+    const cJSON *ec = jobj(term, "exitCode");
+    return cJSON_IsNumber(ec) ? (int)ec->valuedouble : -1;
+}
+
+/* Whether the pod has the stage-out sidecar (it was built with one; an adopted pod is
+ * judged by what it has, not by what this worker would build). */
+static bool pod_has_stage_out(const cJSON *pod)
+{
+    const cJSON *c;
+    cJSON_ArrayForEach(c, jobj(jobj(pod, "spec"), "containers"))
+    {
+        const char *n = jstr(c, "name");
+        if (n && !strcmp(n, KUBE_STAGE_OUT_CONTAINER))
+            return true;
+    }
+    return false;
 }
 
 /* "2026-11-22T13:45:01.123456789Z" (any number of fraction digits) -> unix ns; -1 if bad. */
@@ -300,11 +355,13 @@ static void on_log_open_work(uv_work_t *req)
     if (strbuf_read_file(&sb, e->log.pos_path, 64) == 0) {
         char *end;
         long long ns = strtoll(sb.buf, &end, 10);
-        unsigned long long n = strtoull(end, NULL, 10);
+        unsigned long long n = strtoull(end, &end, 10);
+        long out = strtol(end, NULL, 10); /* absent in files of older versions: 0 */
         if (ns > 0) {
             e->log.loaded_ns = ns;
             e->log.loaded_n = (size_t)n;
         }
+        e->log.out_loaded = out == 1;
     }
     strbuf_release(&sb);
     e->log.pos_fd =
@@ -327,6 +384,7 @@ static void on_log_open_done(uv_work_t *req, int status)
     struct kube_exec *e = req->data;
     (void)status;
     e->log.busy = false;
+    e->log.opened = true;
     if (e->log.fd < 0)
         sl_error(KUBE_LOG, "attempt \"%s\": cannot open log file \"%s\": %s", e->attempt_id,
                  e->log.path, strerror(e->log.open_err));
@@ -337,6 +395,8 @@ static void on_log_open_done(uv_work_t *req, int status)
         e->log_resuming = true;
         e->log_skip_same = e->log_n_same;
     }
+    if (e->log.out_loaded) /* an earlier worker wrote the sidecar's lines */
+        e->out_log_done = e->log.out_written = true;
     logw_pump(e);
 }
 
@@ -356,7 +416,10 @@ static void on_log_written(uv_fs_t *req)
         if (e->log.inflight_off >= e->log.inflight.len) {
             strbuf_reset(&e->log.inflight);
             e->log.inflight_off = 0;
-            e->log.pos_dirty = e->log.inflight_ns > 0;
+            if (e->log.out_inflight)
+                e->log.out_written = true;
+            e->log.out_inflight = false;
+            e->log.pos_dirty = e->log.inflight_ns > 0 || e->log.out_written;
         }
     }
     logw_pump(e);
@@ -394,8 +457,8 @@ static void logw_pump(struct kube_exec *e)
     }
     if (l->inflight.len == 0 && l->pos_dirty && l->pos_fd >= 0) {
         /* fixed width, written in place: a reader never sees a shorter, stale tail */
-        int len = snprintf(l->pos_buf, sizeof(l->pos_buf), "%020lld %020zu\n",
-                           (long long)l->inflight_ns, l->inflight_n);
+        int len = snprintf(l->pos_buf, sizeof(l->pos_buf), "%020lld %020zu %d\n",
+                           (long long)l->inflight_ns, l->inflight_n, l->out_written ? 1 : 0);
         uv_buf_t b = uv_buf_init(l->pos_buf, (unsigned)len);
         l->pos_dirty = false;
         l->busy = true;
@@ -410,6 +473,8 @@ static void logw_pump(struct kube_exec *e)
         l->inflight_off = 0;
         l->inflight_ns = l->pending_ns;
         l->inflight_n = l->pending_n;
+        l->out_inflight = l->out_pending;
+        l->out_pending = false;
     }
     if (l->inflight.len > l->inflight_off) {
         uv_buf_t b = uv_buf_init(l->inflight.buf + l->inflight_off,
@@ -540,6 +605,7 @@ static void exec_free(struct kube_exec *e)
     free(e->said_node);
     free(e->said_term);
     free(e->said_phase);
+    free(e->said_out);
     free(e->reason);
     free(e);
 }
@@ -566,6 +632,48 @@ static void on_deleted_after(void *data, const struct kube_response *r)
  */
 static void exec_try_finish_once(struct kube_exec *e);
 static void exec_try_finish(struct kube_exec *e);
+
+/* Whether the stage-out sidecar's log should be read into the log before the trailer:
+ * once, when the step succeeded and the sidecar has ended, while the pod is there, and
+ * once the position file said whether an earlier worker wrote it already. */
+static bool stage_out_log_wanted(const struct kube_exec *e)
+{
+    const cJSON *status = jobj(e->pod, "status");
+    const cJSON *mterm = container_ended(status, KUBE_MAIN_CONTAINER);
+    return !e->out_log_done && e->log.opened && !e->pod_gone && pod_has_stage_out(e->pod) &&
+           mterm && exit_code_of(mterm) == 0 && container_ended(status, KUBE_STAGE_OUT_CONTAINER);
+}
+
+static void on_stage_out_log(void *data, const struct kube_response *r)
+{
+    struct kube_exec *e = data;
+    e->call = NULL;
+    e->out_log_done = true; /* read or not, once */
+    if (r->status == 200) {
+        if (r->len) {
+            strbuf_add(&e->log.pending, r->body, r->len);
+            if (r->body[r->len - 1] != '\n')
+                strbuf_addch(&e->log.pending, '\n');
+            e->log.out_pending = true;
+        }
+    } else {
+        char *msg = api_error(r);
+        logw_printf(e, "=== sluice: the log of container \"%s\" could not be read: %s\n",
+                    KUBE_STAGE_OUT_CONTAINER, msg);
+        free(msg);
+    }
+    logw_pump(e);
+    exec_try_finish(e);
+}
+
+/* One plain GET of the sidecar's whole log (it has ended: no follow, no timestamps). */
+static void stage_out_log_start(struct kube_exec *e)
+{
+    char *path = xasprintf("%s/log?container=%s&limitBytes=%d", e->path_pod,
+                           KUBE_STAGE_OUT_CONTAINER, STAGE_OUT_LOG_MAX);
+    e->call = kube_call_start(e->k->client, KUBE_GET, path, NULL, false, NULL, on_stage_out_log, e);
+    free(path);
+}
 
 /* Threadpool: the finished log next to the attempt's artifacts. A failure is logged and
  * does not change the step's outcome. */
@@ -608,6 +716,10 @@ static void exec_try_finish_once(struct kube_exec *e)
         if (e->log_call) {
             kube_call_cancel(e->log_call);
             e->log_call = NULL;
+        }
+        if (!e->trailer_done && !e->release && stage_out_log_wanted(e)) {
+            stage_out_log_start(e);
+            return;
         }
         if (!e->trailer_done) {
             e->trailer_done = true;
@@ -943,6 +1055,43 @@ static char *read_message(struct kube_exec *e, const char *msg, enum exec_failur
     return out;
 }
 
+/* The main container ended 0 and the stage-out sidecar did not: its reason is the
+ * outcome ({"error", "kind"} in its termination message, else how it ended). Returns
+ * whether it decided. */
+static bool judge_stage_out(struct kube_exec *e, const cJSON *status, const cJSON *term)
+{
+    const cJSON *sterm = container_ended(status, KUBE_STAGE_OUT_CONTAINER);
+    int scode = exit_code_of(sterm);
+    if (!term || exit_code_of(term) != 0 || !sterm || scode == 0)
+        return false;
+    enum exec_failure kind = EXEC_FAIL_ERROR;
+    char *err = read_message(e, jstr(sterm, "message"), &kind);
+    cJSON_Delete(e->outputs); /* a failed attempt reports no outputs */
+    e->outputs = NULL;
+    char buf[1024];
+    const char *treason = jstr(sterm, "reason");
+    if (err) {
+        snprintf(buf, sizeof(buf), "%s", err);
+    } else if (treason && !strcmp(treason, "OOMKilled")) {
+        kind = EXEC_FAIL_ERROR;
+        snprintf(buf, sizeof(buf),
+                 "stage-out of the output artifacts failed: OOMKilled (the %s "
+                 "container's memory limit)",
+                 KUBE_STAGE_OUT_CONTAINER);
+    } else {
+        /* no message of its own: it crashed or was killed; the log tail, if any */
+        char *line = last_error_line(jstr(sterm, "message"));
+        kind = EXEC_FAIL_ERROR;
+        snprintf(buf, sizeof(buf),
+                 "stage-out of the output artifacts failed (exit code %d%s%s)%s%s", scode,
+                 treason ? ", " : "", treason ? treason : "", line ? ": " : "", line ? line : "");
+        free(line);
+    }
+    free(err);
+    exec_fix(e, kind, buf, scode);
+    return true;
+}
+
 /* The outcome of a pod in a terminal phase. */
 static void judge_terminal(struct kube_exec *e, const cJSON *status, const char *phase)
 {
@@ -956,6 +1105,11 @@ static void judge_terminal(struct kube_exec *e, const cJSON *status, const char 
         e->started_ms =
             ts_ms(jstr(term, "startedAt")) ? ts_ms(jstr(term, "startedAt")) : e->started_ms;
         e->finished_ms = ts_ms(jstr(term, "finishedAt"));
+        /* storing the outputs is part of the attempt, as it was when the helper did it */
+        int64_t out_end =
+            ts_ms(jstr(container_ended(status, KUBE_STAGE_OUT_CONTAINER), "finishedAt"));
+        if (exit_code_of(term) == 0 && out_end > e->finished_ms)
+            e->finished_ms = out_end;
     }
     char buf[1024];
     if (!strcmp(phase, "Succeeded")) {
@@ -1025,6 +1179,8 @@ static void judge_terminal(struct kube_exec *e, const cJSON *status, const char 
         exec_fix(e, EXEC_FAIL_ERROR, buf, -1);
         return;
     }
+    if (judge_stage_out(e, status, term))
+        return;
     if (treason && !strcmp(treason, "OOMKilled")) {
         const char *lim = NULL;
         const cJSON *c;
@@ -1160,6 +1316,13 @@ static void exec_on_pod(struct kube_exec *e, const cJSON *pod, bool deleted)
                  cJSON_IsNumber(ec) ? (int)ec->valuedouble : -1);
         say(e, &e->said_term, buf);
     }
+    const cJSON *oterm = container_ended(status, KUBE_STAGE_OUT_CONTAINER);
+    if (oterm && exit_code_of(oterm) != 0) {
+        snprintf(buf, sizeof(buf), "container \"%s\" terminated: %s, exit code %d",
+                 KUBE_STAGE_OUT_CONTAINER, jstr(oterm, "reason") ? jstr(oterm, "reason") : "?",
+                 exit_code_of(oterm));
+        say(e, &e->said_out, buf);
+    }
     const char *preason = jstr(status, "reason");
     if (phase && !strcmp(phase, "Failed") && preason) {
         snprintf(buf, sizeof(buf), "pod \"%s\" failed: %s%s%s", e->name, preason,
@@ -1206,6 +1369,15 @@ static void exec_on_pod(struct kube_exec *e, const cJSON *pod, bool deleted)
         return; /* cancelled: waiting for it to go */
     if (phase && (!strcmp(phase, "Succeeded") || !strcmp(phase, "Failed"))) {
         judge_terminal(e, status, phase);
+        exec_try_finish(e);
+        return;
+    }
+    if (term && exit_code_of(term) != 0 && pod_has_stage_out(e->pod)) {
+        /* The step failed while the stage-out sidecar runs. Told by the helper, it ends at
+         * once; if the helper died with the step (OOMKilled, killed) it would wait for its
+         * heartbeat timeout. Either way it has nothing to add: the outcome is the main
+         * container's now, and the pod goes (or stays, failed, with keep_failed). */
+        judge_terminal(e, status, "Failed");
         exec_try_finish(e);
         return;
     }

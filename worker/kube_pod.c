@@ -17,12 +17,16 @@
  *     per key, its tolerations are added.
  *   - artifacts are staged inside the pod, never by the worker: the init container
  *     sluice-stage-in (after sluice-init) fetches the inputs into the working directory,
- *     which must therefore be on the work volume both containers mount; the helper in
- *     the main container stores the declared outputs after an exit 0. Both read the
- *     bindings from one variable (the spec's inputs, outputs and ids as JSON) and the
- *     repository from SLUICE_ARTIFACTS_* variables with `--config /dev/null`, so no
- *     sluice.yaml of the step's image or working directory is ever read. Credentials are
- *     secretKeyRefs to kubernetes.artifacts_credentials, never values.
+ *     which must therefore be on the work volume both containers mount; the sidecar
+ *     sluice-stage-out waits for the helper in the main container to report the step's
+ *     end (files in the helper's emptyDir) and stores the declared outputs from the same
+ *     working directory. Both read the bindings from one variable (the spec's inputs,
+ *     outputs and ids as JSON) and the repository from SLUICE_ARTIFACTS_* variables with
+ *     no sluice.yaml, so nothing in the step's image or working directory changes them.
+ *     Credentials are secretKeyRefs to kubernetes.artifacts_credentials, never values,
+ *     and only the two staging containers get them: the step's own code never sees the
+ *     repository's write credentials. Without a repository the helper only checks that
+ *     declared outputs exist.
  */
 #include "worker/kube.h"
 #include "worker/artifacts.h"
@@ -510,6 +514,65 @@ static bool path_under(const char *path, const char *dir)
     return !strncmp(path, dir, n) && (path[n] == '\0' || path[n] == '/');
 }
 
+/* The sidecar that stores the declared outputs (docs/kubernetes.md, "Artifacts"): the
+ * sluice image, the main container's volumes at the same paths (the working directory
+ * and, for fs, the repository's claim) and the helper's emptyDir read-only, where it
+ * waits for the helper's report of the step's end. Its own termination message carries
+ * its outcome. Returns 0, or -1 with the reason in err. */
+static int add_stage_out(cJSON *ps, const cJSON *mounts, const char *wd, const char *work_mount,
+                         const char *art_json, const struct kube_options *o, struct strbuf *err)
+{
+    if (!path_under(wd, work_mount)) {
+        strbuf_addf(err,
+                    "output artifacts are stored from the working directory by the %s "
+                    "container, so it must be on the work volume (kubernetes.work_mount '%s'), "
+                    "not '%s'",
+                    KUBE_STAGE_OUT_CONTAINER, work_mount, wd);
+        return -1;
+    }
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddItemToArray(cJSON_GetObjectItemCaseSensitive(ps, "containers"), c);
+    cJSON_AddStringToObject(c, "name", KUBE_STAGE_OUT_CONTAINER);
+    cJSON_AddStringToObject(c, "image", str_or(o->sluice_image, "sluice:latest"));
+    if (o->image_pull_policy && *o->image_pull_policy)
+        cJSON_AddStringToObject(c, "imagePullPolicy", o->image_pull_policy);
+    cJSON *cmd = cJSON_AddArrayToObject(c, "command");
+    const char *parts[] = {str_or(o->sluice_path, "/usr/local/bin/sluice"),
+                           "pod",
+                           "stage-out",
+                           "--handshake",
+                           KUBE_HELPER_DIR,
+                           "--spec-env",
+                           KUBE_ENV_ARTIFACT_SPEC,
+                           "--workdir",
+                           wd,
+                           "--message-file",
+                           KUBE_TERMINATION_PATH};
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++)
+        cJSON_AddItemToArray(cmd, escaped(parts[i]));
+    add_artifact_env(cJSON_AddArrayToObject(c, "env"), art_json, o);
+    /* It idles for the whole step, so it reserves little (no cpu limit: an upload uses
+     * what is free); transfers stream in constant memory. */
+    cJSON *res = cJSON_AddObjectToObject(c, "resources");
+    cJSON *req = cJSON_AddObjectToObject(res, "requests");
+    cJSON_AddStringToObject(req, "cpu", "10m");
+    cJSON_AddStringToObject(req, "memory", "64Mi");
+    cJSON_AddStringToObject(cJSON_AddObjectToObject(res, "limits"), "memory", "256Mi");
+    cJSON *vm = cJSON_AddArrayToObject(c, "volumeMounts");
+    const cJSON *it;
+    cJSON_ArrayForEach(it, mounts) /* the main container's volumes, at the same paths */
+    {
+        const char *vname = spec_str(it, "name");
+        if (vname && strcmp(vname, VOL_HELPER) != 0)
+            cJSON_AddItemToArray(vm, cJSON_Duplicate(it, true));
+    }
+    cJSON_AddItemToArray(vm, volume_mount(VOL_HELPER, KUBE_HELPER_DIR, true));
+    cJSON_AddStringToObject(c, "terminationMessagePath", KUBE_TERMINATION_PATH);
+    cJSON_AddStringToObject(c, "terminationMessagePolicy", "FallbackToLogsOnError");
+    cJSON_AddItemToObject(c, "securityContext", container_security(o));
+    return 0;
+}
+
 /* --- the builder ---------------------------------------------------------------------- */
 
 int kube_pod_build(cJSON **out, const cJSON *spec, const struct kube_options *o, struct strbuf *err)
@@ -584,6 +647,10 @@ int kube_pod_build(cJSON **out, const cJSON *spec, const struct kube_options *o,
         }
         stage_in = stage_out = false; /* without a repository: ignored, as before */
     }
+    /* outputs go to a repository through the sidecar; without one, the helper checks
+     * that they exist */
+    bool sidecar = stage_out && !repo_is(o, "none");
+    bool check_outputs = stage_out && !sidecar;
     if (stage_in || stage_out)
         art_json = artifact_spec_json(spec);
 
@@ -703,9 +770,11 @@ int kube_pod_build(cJSON **out, const cJSON *spec, const struct kube_options *o,
     /* volumes */
     cJSON *volumes = cJSON_AddArrayToObject(ps, "volumes");
     cJSON *mounts = cJSON_CreateArray();
-    if (o->helper == KUBE_HELPER_INIT) {
+    if (o->helper == KUBE_HELPER_INIT || sidecar) {
+        /* the helper's binary (helper: init) and the handshake with the sidecar, which
+         * the helper writes: read-only for the step only when there is no sidecar */
         cJSON_AddItemToArray(volumes, empty_dir(VOL_HELPER));
-        cJSON_AddItemToArray(mounts, volume_mount(VOL_HELPER, KUBE_HELPER_DIR, true));
+        cJSON_AddItemToArray(mounts, volume_mount(VOL_HELPER, KUBE_HELPER_DIR, !sidecar));
     }
     if (o->work_claim && *o->work_claim)
         cJSON_AddItemToArray(volumes, claim_volume(VOL_WORK, o->work_claim, false));
@@ -763,7 +832,7 @@ int kube_pod_build(cJSON **out, const cJSON *spec, const struct kube_options *o,
         }
         cJSON_AddItemToArray(env_out, e);
     }
-    if (stage_out) /* after the step's own: the helper's settings win */
+    if (check_outputs) /* after the step's own: the helper's settings win */
         add_artifact_env(env_out, art_json, o);
 
     /* the main container */
@@ -798,9 +867,13 @@ int kube_pod_build(cJSON **out, const cJSON *spec, const struct kube_options *o,
             free(kv);
             free(path);
         }
-        if (stage_out) {
+        if (check_outputs) {
             cJSON_AddItemToArray(cmd, cJSON_CreateString("--artifacts"));
             cJSON_AddItemToArray(cmd, cJSON_CreateString(KUBE_ENV_ARTIFACT_SPEC));
+        }
+        if (sidecar) {
+            cJSON_AddItemToArray(cmd, cJSON_CreateString("--handshake"));
+            cJSON_AddItemToArray(cmd, escaped(KUBE_HELPER_DIR));
         }
         cJSON_AddItemToArray(cmd, cJSON_CreateString("--"));
     }
@@ -946,6 +1019,8 @@ int kube_pod_build(cJSON **out, const cJSON *spec, const struct kube_options *o,
         cJSON_AddStringToObject(sc, "terminationMessagePolicy", "FallbackToLogsOnError");
         cJSON_AddItemToObject(sc, "securityContext", container_security(o));
     }
+    if (sidecar && add_stage_out(ps, mounts, wd, work_mount, art_json, o, err) < 0)
+        goto cleanup;
     rc = 0;
     goto cleanup;
 malformed:

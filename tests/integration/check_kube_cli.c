@@ -1,8 +1,10 @@
 /*
  * tests/integration/check_kube_cli.c - the command-line side of the kubernetes executor:
  * `sluice pod install|exec` (the pod-side helper: exit codes, output params into the
- * termination message, and each way they can be refused) and `sluice worker --executor
- * kubernetes` refusing bad settings with exit 2 before it starts anything.
+ * termination message, and each way they can be refused), `sluice pod stage-out` (the
+ * sidecar: the handshake with the helper, what it stores, how it reports, how it gives
+ * up) and `sluice worker --executor kubernetes` refusing bad settings with exit 2 before
+ * it starts anything.
  */
 #include "common/strbuf.h"
 #include "common/xalloc.h"
@@ -12,17 +14,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static char dir[64];
-static char *msg_path;
+static char *msg_path;     /* the main container's termination message */
+static char *out_msg_path; /* the stage-out sidecar's */
 
 static void setup(void)
 {
     snprintf(dir, sizeof(dir), "/tmp/sluice-podcli-XXXXXX");
     ck_assert_ptr_nonnull(mkdtemp(dir));
     msg_path = xasprintf("%s/termination-log", dir);
+    out_msg_path = xasprintf("%s/stage-out-termination-log", dir);
 }
 
 static void teardown(void)
@@ -30,6 +36,7 @@ static void teardown(void)
     char *argv[] = {"/bin/rm", "-rf", dir, NULL};
     test_run(argv, NULL, NULL);
     free(msg_path);
+    free(out_msg_path);
 }
 
 /* sluice pod exec --message-file <msg> <extra...> -- /bin/sh -c script, in dir. */
@@ -60,14 +67,24 @@ static int pod_exec(const char *script, const char *const *extra, char **err)
     return rc;
 }
 
-static char *message(void)
+static char *message_of(const char *path)
 {
     struct strbuf sb = STRBUF_INIT;
-    if (strbuf_read_file(&sb, msg_path, 1 << 20) < 0) {
+    if (strbuf_read_file(&sb, path, 1 << 20) < 0) {
         strbuf_release(&sb);
         return xstrdup("");
     }
     return strbuf_detach(&sb, NULL);
+}
+
+static char *message(void)
+{
+    return message_of(msg_path);
+}
+
+static char *out_message(void)
+{
+    return message_of(out_msg_path);
 }
 
 START_TEST(test_outputs_into_the_termination_message)
@@ -334,6 +351,200 @@ START_TEST(test_artifact_get_spec_env)
 }
 END_TEST
 
+/* --- the stage-out sidecar and its handshake with the helper ------------------------------ */
+
+static const char *const out_spec =
+    "{\"outputs\": {\"artifacts\": {\"report\": {\"path\": \"report.txt\", \"key\": "
+    "\"d/r/s/1/report\"}}}, \"dag\": \"d\", \"run_id\": \"r\", \"step\": \"s\", "
+    "\"attempt\": 1}";
+
+/* sluice pod stage-out --handshake <dir>/hs --spec-env SPEC --workdir <dir> --message-file
+ * <msg> <extra...>, as argv (static storage until the next call). */
+static char **stage_out_argv(const char *const *extra)
+{
+    static char *argv[24];
+    static char *hs;
+    free(hs);
+    hs = xasprintf("%s/hs", dir);
+    size_t n = 0;
+    argv[n++] = (char *)test_sluice_bin();
+    argv[n++] = "pod";
+    argv[n++] = "stage-out";
+    argv[n++] = "--handshake";
+    argv[n++] = hs;
+    argv[n++] = "--spec-env";
+    argv[n++] = "SPEC";
+    argv[n++] = "--workdir";
+    argv[n++] = dir;
+    argv[n++] = "--message-file";
+    argv[n++] = out_msg_path;
+    for (; extra && *extra; extra++)
+        argv[n++] = (char *)*extra;
+    argv[n] = NULL;
+    return argv;
+}
+
+static int stage_out(const char *const *extra, char **err)
+{
+    return test_run(stage_out_argv(extra), NULL, err);
+}
+
+/* Writes the helper's end report as the helper would, through `pod exec --handshake`. */
+static int helper_run(const char *script)
+{
+    char *hs = xasprintf("%s/hs", dir);
+    const char *extra[] = {"--handshake", hs, NULL};
+    int rc = pod_exec(script, extra, NULL);
+    free(hs);
+    return rc;
+}
+
+START_TEST(test_helper_reports_the_end_through_the_handshake)
+{
+    char *hs = xasprintf("%s/hs", dir);
+    ck_assert_int_eq(mkdir(hs, 0755), 0);
+    char *done = xasprintf("%s/step.done", hs), *alive = xasprintf("%s/step.alive", hs);
+    ck_assert_int_eq(helper_run("echo 1 > report.txt"), 0);
+    char *text = test_read_file(done, NULL);
+    ck_assert_str_eq(text, "{\"succeeded\": true, \"exit_code\": 0}\n");
+    free(text);
+    ck_assert_int_eq(access(alive, F_OK), 0); /* the heartbeat began with the step */
+    ck_assert_int_eq(helper_run("exit 3"), 3);
+    text = test_read_file(done, NULL);
+    ck_assert_str_eq(text, "{\"succeeded\": false, \"exit_code\": 3}\n");
+    free(text);
+    /* a step that succeeded but whose params are refused did not succeed */
+    const char *extra[] = {"--handshake", hs, "--param", "p=missing.txt", NULL};
+    ck_assert_int_eq(pod_exec("true", extra, NULL), 1);
+    text = test_read_file(done, NULL);
+    ck_assert_str_eq(text, "{\"succeeded\": false, \"exit_code\": 1}\n");
+    free(text);
+    free(done);
+    free(alive);
+    free(hs);
+}
+END_TEST
+
+START_TEST(test_stage_out_stores_after_the_helper_says_so)
+{
+    char *hs = xasprintf("%s/hs", dir), *root = xasprintf("%s/repo", dir);
+    ck_assert_int_eq(mkdir(hs, 0755), 0);
+    ck_assert_int_eq(mkdir(root, 0755), 0);
+    setenv("SPEC", out_spec, 1);
+    setenv("SLUICE_ARTIFACTS_REPOSITORY", "fs", 1);
+    setenv("SLUICE_ARTIFACTS_ROOT", root, 1);
+    /* the sidecar starts first and waits; the step runs in the helper and writes its
+     * output; the sidecar sees the report and stores the output */
+    char **argv = stage_out_argv(NULL);
+    char *err_path = xasprintf("%s/stage-out.err", dir);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        FILE *ef = freopen(err_path, "w", stderr);
+        (void)ef;
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    ck_assert_int_eq(helper_run("echo stored > report.txt"), 0);
+    int status = 0;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    char *err = test_read_file(err_path, NULL);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d: %s", status, err);
+    ck_assert_msg(strstr(err, "output artifact 'report' (report.txt) stored as fs:"), "%s", err);
+    free(err);
+    char *key = xasprintf("%s/d/r/s/1/report", root);
+    char *text = test_read_file(key, NULL);
+    ck_assert_str_eq(text, "stored\n");
+    free(text);
+    char *m = out_message();
+    ck_assert_str_eq(m, ""); /* stored: nothing to report */
+    free(m);
+
+    /* the step failed: nothing stored, exit 0 at once */
+    unlink(key);
+    ck_assert_int_eq(helper_run("rm -f report.txt; echo 2 > report.txt; exit 4"), 4);
+    ck_assert_int_eq(stage_out(NULL, NULL), 0);
+    ck_assert_int_ne(access(key, F_OK), 0);
+
+    /* a declared output the step did not write: kind step, in the termination message */
+    char *report = xasprintf("%s/report.txt", dir);
+    unlink(report);
+    ck_assert_int_eq(helper_run("echo 1 > other.txt"), 0);
+    ck_assert_int_eq(stage_out(NULL, &err), 1);
+    m = out_message();
+    ck_assert_msg(strstr(m, "\"error\":\"missing output artifact 'report' (report.txt)\"") &&
+                      strstr(m, "\"kind\":\"step\""),
+                  "%s", m);
+    ck_assert_msg(strstr(err, "missing output artifact 'report'"), "%s", err);
+    free(m);
+    free(err);
+    /* the repository cannot be reached (here: its root is gone): kind error */
+    setenv("SLUICE_ARTIFACTS_ROOT", "/nonexistent/artifacts", 1);
+    ck_assert_int_eq(helper_run("echo 1 > report.txt"), 0);
+    ck_assert_int_eq(stage_out(NULL, NULL), 1);
+    m = out_message();
+    ck_assert_msg(strstr(m, "is not a directory") && strstr(m, "\"kind\":\"error\""), "%s", m);
+    free(m);
+    unsetenv("SPEC");
+    unsetenv("SLUICE_ARTIFACTS_REPOSITORY");
+    unsetenv("SLUICE_ARTIFACTS_ROOT");
+    free(report);
+    free(key);
+    free(err_path);
+    free(root);
+    free(hs);
+}
+END_TEST
+
+/* The sidecar never waits forever: a heartbeat that stops (the main container died with
+ * its helper), or none at all, ends the wait with a reason. */
+START_TEST(test_stage_out_gives_up_without_a_heartbeat)
+{
+    char *hs = xasprintf("%s/hs", dir), *alive = xasprintf("%s/hs/step.alive", dir);
+    ck_assert_int_eq(mkdir(hs, 0755), 0);
+    setenv("SPEC", out_spec, 1);
+    const char *quick[] = {"--heartbeat-timeout", "1", "--start-timeout", "1", NULL};
+    char *err = NULL;
+    ck_assert_int_eq(stage_out(quick, &err), 1);
+    char *m = out_message();
+    ck_assert_msg(strstr(m, "the step never started (no heartbeat in ") &&
+                      strstr(m, "within 1 s): no output artifact stored") &&
+                      strstr(m, "\"kind\":\"transient\""),
+                  "%s", m);
+    free(m);
+    free(err);
+    FILE *f = fopen(alive, "w"); /* a helper that beat once, then died */
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+    ck_assert_int_eq(stage_out(quick, NULL), 1);
+    m = out_message();
+    ck_assert_msg(strstr(m, "the main container stopped without saying how the step ended (no "
+                            "heartbeat in ") &&
+                      strstr(m, "for 1 s)"),
+                  "%s", m);
+    free(m);
+    /* usage */
+    const char *zero[] = {"--heartbeat-timeout", "0", NULL};
+    ck_assert_int_eq(stage_out(zero, &err), 2);
+    ck_assert_msg(strstr(err, "bad argument '--heartbeat-timeout'"), "%s", err);
+    free(err);
+    char *no_workdir[] = {(char *)test_sluice_bin(),
+                          "pod",
+                          "stage-out",
+                          "--handshake",
+                          hs,
+                          "--spec-env",
+                          "SPEC",
+                          NULL};
+    ck_assert_int_eq(test_run(no_workdir, NULL, &err), 2);
+    ck_assert_msg(strstr(err, "--handshake, --spec-env and --workdir are required"), "%s", err);
+    free(err);
+    unsetenv("SPEC");
+    free(alive);
+    free(hs);
+}
+END_TEST
+
 Suite *suite_integration_kube_cli(void)
 {
     Suite *s = suite_create("integration_kube_cli");
@@ -347,6 +558,9 @@ Suite *suite_integration_kube_cli(void)
     tcase_add_test(tc, test_worker_refuses_bad_kubernetes_settings);
     tcase_add_test(tc, test_pod_exec_stores_output_artifacts);
     tcase_add_test(tc, test_artifact_get_spec_env);
+    tcase_add_test(tc, test_helper_reports_the_end_through_the_handshake);
+    tcase_add_test(tc, test_stage_out_stores_after_the_helper_says_so);
+    tcase_add_test(tc, test_stage_out_gives_up_without_a_heartbeat);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -15,8 +15,11 @@
  *
  * Artifacts: iris again with an emptyDir work volume per pod, so its dataset and model
  * can only travel as artifacts - through S3 (s3rver, credentials from a Secret) and
- * through an fs repository on a third claim - staged inside the pods; a missing declared
- * output and a missing input fail their step with the reason.
+ * through an fs repository on a third claim - staged inside the pods (inputs by the
+ * sluice-stage-in init container, outputs by the sluice-stage-out sidecar); a missing
+ * declared output and a missing input fail their step with the reason. A stage-out that
+ * S3 keeps refusing (503, past the client's retries; a small proxy in front of s3rver)
+ * fails its attempt as transient, and the step's retry policy runs it again.
  */
 #include "common/error.h"
 #include "common/xalloc.h"
@@ -31,13 +34,18 @@
 #include "worker/kube.h"
 #include "worker/worker.h"
 
+#include <arpa/inet.h>
 #include <check.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -493,6 +501,210 @@ START_TEST(test_iris_passes_its_artifacts_through_an_fs_claim)
 }
 END_TEST
 
+/* --- a stage-out that S3 refuses ---------------------------------------------------------- */
+
+/* A proxy in front of s3rver that answers 503 SlowDown to every request whose request line
+ * contains refuse (and forwards the rest), one thread per connection. */
+struct s3_refuser {
+    int listen_fd, port, upstream_port;
+    const char *refuse;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    int refused; /* requests answered 503 */
+    volatile bool stop;
+};
+
+struct refuser_conn {
+    struct s3_refuser *p;
+    int fd;
+};
+
+/* Reads from fd until the head is complete, and its body too when it is to be refused
+ * (so that closing never resets a client still sending). Returns the bytes read. */
+static size_t read_request(int fd, char *buf, size_t cap, bool whole)
+{
+    size_t len = 0;
+    for (;;) {
+        struct pollfd pfd = {fd, POLLIN, 0};
+        if (len + 1 >= cap || poll(&pfd, 1, 2000) <= 0)
+            break;
+        ssize_t n = read(fd, buf + len, cap - 1 - len);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        buf[len] = '\0';
+        char *end = strstr(buf, "\r\n\r\n");
+        if (!end)
+            continue;
+        if (!whole)
+            break;
+        size_t body = 0;
+        for (const char *l = strstr(buf, "\r\n"); l && l < end; l = strstr(l + 2, "\r\n"))
+            if (!strncasecmp(l + 2, "content-length:", 15))
+                body = (size_t)strtoul(l + 17, NULL, 10);
+        if (len >= (size_t)(end + 4 - buf) + body)
+            break;
+    }
+    return len;
+}
+
+static void *refuser_conn_main(void *data)
+{
+    struct refuser_conn *c = data;
+    struct s3_refuser *p = c->p;
+    static __thread char buf[1 << 16];
+    size_t len = read_request(c->fd, buf, sizeof(buf), false);
+    bool refuse = len && strstr(buf, p->refuse) && strstr(buf, "\r\n") > strstr(buf, p->refuse);
+    if (refuse) {
+        len += read_request(c->fd, buf + len, sizeof(buf) - len, true);
+        const char *body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown"
+                           "</Code><Message>Please reduce your request rate.</Message></Error>";
+        char resp[512];
+        int n = snprintf(resp, sizeof(resp),
+                         "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
+                         "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                         strlen(body), body);
+        (void)!write(c->fd, resp, (size_t)n);
+        pthread_mutex_lock(&p->mu);
+        p->refused++;
+        pthread_mutex_unlock(&p->mu);
+    } else if (len) {
+        int up = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET,
+                                 .sin_port = htons((uint16_t)p->upstream_port),
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        if (connect(up, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+            write(up, buf, len) == (ssize_t)len) {
+            struct pollfd pfd[2] = {{c->fd, POLLIN, 0}, {up, POLLIN, 0}};
+            while (!p->stop && poll(pfd, 2, 200) >= 0) {
+                int from = (pfd[0].revents & (POLLIN | POLLHUP | POLLERR))   ? c->fd
+                           : (pfd[1].revents & (POLLIN | POLLHUP | POLLERR)) ? up
+                                                                             : -1;
+                if (from < 0)
+                    continue;
+                ssize_t n = read(from, buf, sizeof(buf));
+                if (n <= 0 || write(from == up ? c->fd : up, buf, (size_t)n) != n)
+                    break;
+            }
+        }
+        close(up);
+    }
+    shutdown(c->fd, SHUT_RDWR);
+    close(c->fd);
+    free(c);
+    return NULL;
+}
+
+static void *refuser_main(void *data)
+{
+    struct s3_refuser *p = data;
+    while (!p->stop) {
+        struct pollfd pfd = {p->listen_fd, POLLIN, 0};
+        if (poll(&pfd, 1, 100) <= 0)
+            continue;
+        int fd = accept(p->listen_fd, NULL, NULL);
+        if (fd < 0)
+            continue;
+        struct refuser_conn *c = xmalloc(sizeof(*c));
+        *c = (struct refuser_conn){p, fd};
+        pthread_t t;
+        if (pthread_create(&t, NULL, refuser_conn_main, c) == 0) {
+            pthread_detach(t);
+        } else {
+            close(fd);
+            free(c);
+        }
+    }
+    return NULL;
+}
+
+static void refuser_start(struct s3_refuser *p, int upstream_port, const char *refuse)
+{
+    memset(p, 0, sizeof(*p));
+    pthread_mutex_init(&p->mu, NULL);
+    p->upstream_port = upstream_port;
+    p->refuse = refuse;
+    p->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    ck_assert_int_eq(bind(p->listen_fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    ck_assert_int_eq(listen(p->listen_fd, 64), 0);
+    ck_assert_int_eq(getsockname(p->listen_fd, (struct sockaddr *)&sa, &len), 0);
+    p->port = ntohs(sa.sin_port);
+    ck_assert_int_eq(pthread_create(&p->thread, NULL, refuser_main, p), 0);
+}
+
+static void refuser_stop(struct s3_refuser *p)
+{
+    p->stop = true;
+    pthread_join(p->thread, NULL);
+    close(p->listen_fd);
+    pthread_mutex_destroy(&p->mu);
+}
+
+/* S3 refuses the first attempt's upload past the client's retries: the attempt fails,
+ * transient, with the upload's reason; the retry policy runs attempt 2, whose upload goes
+ * through. */
+START_TEST(test_refused_upload_is_transient_and_retried)
+{
+    struct fx f;
+    fx_init(&f, "kube_art_503");
+    struct harness_s3 s3;
+    ck_assert_int_eq(harness_s3_start(&s3, NULL), 0);
+    ck_assert_int_eq(harness_k8ssim_post(&f.sim, "/_sim/secrets",
+                                         "{\"namespace\": \"ml\", \"name\": \"s3-creds\", "
+                                         "\"data\": {\"access_key_id\": \"" HARNESS_S3_ACCESS_KEY
+                                         "\", \"secret_access_key\": \"" HARNESS_S3_SECRET_KEY
+                                         "\"}}"),
+                     0);
+    struct s3_refuser proxy;
+    refuser_start(&proxy, s3.port, "/make/1/out"); /* attempt 1's key only */
+    char *endpoint = xasprintf("http://127.0.0.1:%d", proxy.port);
+    write_dag(&f, "flaky",
+              "name: flaky\nsteps:\n  - name: make\n    workdir: \"{{ attempt.dir }}\"\n"
+              "    command: [/bin/sh, -c, \"echo making; echo data > out.txt\"]\n"
+              "    outputs: {artifacts: {out: out.txt}}\n"
+              "    retries: {limit: 1, policy: on_transient, backoff: {initial: 1s}}\n");
+    struct kube_options k = isolated_opts(&f);
+    k.artifacts_repository = "s3";
+    k.artifacts_endpoint = endpoint;
+    k.artifacts_bucket = s3.bucket;
+    k.artifacts_region = HARNESS_S3_REGION;
+    k.artifacts_path_style = true;
+    k.artifacts_prefix = "runs";
+    k.artifacts_credentials = "s3-creds";
+    struct worker *w = start_worker_with(&f, "default", 2, k);
+    struct store_run r = trigger(&f, "flaky", NULL);
+    enum store_run_state st = wait_run(&f, &r, 120000);
+    char *d = describe(&f, &r);
+    ck_assert_msg(st == STORE_RUN_SUCCEEDED, "%d\n%s", (int)st, d);
+    ck_assert_int_eq(step_of(&f, &r, "make")->attempt, 2);
+    pthread_mutex_lock(&proxy.mu);
+    int refused = proxy.refused;
+    pthread_mutex_unlock(&proxy.mu);
+    ck_assert_msg(refused >= 2, "refused %d: the upload was not retried by the client", refused);
+    /* attempt 1: failed, transient, with the upload's reason - from the sidecar's
+     * termination message - and the sidecar's own line, in the step log */
+    char *log = step_log(&f, "flaky", &r, "make", "1.log");
+    ck_assert_msg(strstr(log, "making\n") &&
+                      strstr(log, "failed (transient): output artifact 'out' (out.txt): ") &&
+                      strstr(log, "503") && strstr(log, "SlowDown") &&
+                      strstr(log, "=== sluice: output artifact 'out' failed: "),
+                  "%s", log);
+    free(log);
+    log = step_log(&f, "flaky", &r, "make", "2.log");
+    ck_assert_msg(strstr(log, "output artifact 'out' (out.txt) stored as s3://"), "%s", log);
+    free(log);
+    ck_assert_int_eq(harness_k8ssim_stat(&f.sim, "live_pods"), 0);
+    free(d);
+    stop_worker(w);
+    refuser_stop(&proxy);
+    free(endpoint);
+    harness_s3_stop(&s3);
+    fx_done(&f);
+}
+END_TEST
+
 /* sluice worker, as a process of its own that can be killed. */
 static pid_t spawn_worker(const struct fx *f, const char *id)
 {
@@ -585,6 +797,7 @@ Suite *suite_integration_kube_examples(void)
     tcase_set_timeout(ta, 300);
     tcase_add_test(ta, test_iris_passes_its_artifacts_through_s3);
     tcase_add_test(ta, test_iris_passes_its_artifacts_through_an_fs_claim);
+    tcase_add_test(ta, test_refused_upload_is_transient_and_retried);
     suite_add_tcase(s, ta);
     return s;
 }

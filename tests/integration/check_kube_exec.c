@@ -15,10 +15,14 @@
 #include "tests/harness/k8ssim.h"
 #include "tests/testutil.h"
 
+#include <arpa/inet.h>
 #include <check.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -864,6 +868,282 @@ START_TEST(test_bad_spec_fails_without_a_pod)
 }
 END_TEST
 
+/* --- output artifacts: the stage-out sidecar ---------------------------------------------- */
+
+/* An fs repository on the work volume (the claim's host directory has it at
+ * <work_dir>/artifacts), so every pod with declared outputs gets the sidecar. */
+static void fs_repository(void)
+{
+    char *root = xasprintf("%s/artifacts", work_dir);
+    ck_assert_int_eq(mkdir(root, 0755), 0);
+    free(root);
+    kopts.artifacts_repository = "fs";
+    kopts.artifacts_root = "/sluice/work/artifacts";
+}
+
+/* spec_sh with one declared output artifact 'model' at model.txt. */
+static cJSON *spec_out(const char *step, int attempt, const char *script)
+{
+    cJSON *s = spec_sh(step, attempt, script);
+    cJSON *arts = cJSON_AddObjectToObject(cJSON_AddObjectToObject(s, "outputs"), "artifacts");
+    cJSON *m = cJSON_AddObjectToObject(arts, "model");
+    cJSON_AddStringToObject(m, "path", "model.txt");
+    char *key = xasprintf("demo/r1/%s/%d/model", step, attempt);
+    cJSON_AddStringToObject(m, "key", key);
+    free(key);
+    return s;
+}
+
+/* How many times needle occurs in hay. */
+static int count_of(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
+        n++;
+    return n;
+}
+
+/* The sidecar stores the output after the step; its lines land in the step log once,
+ * before the trailer; the pod is deleted. */
+START_TEST(test_sidecar_stores_the_outputs_and_its_log_lands_once)
+{
+    fs_repository();
+    start_sim(NULL);
+    new_ctx();
+    cJSON *spec = spec_out("store", 1, "echo training; echo weights > model.txt");
+    cJSON *params = cJSON_AddObjectToObject(cJSON_GetObjectItem(spec, "outputs"), "params");
+    cJSON_AddStringToObject(params, "where", "model.txt");
+    struct done d = {0};
+    run_one(&d, spec);
+    expect(&d, EXEC_FAIL_NONE, NULL);
+    ck_assert_str_eq(cJSON_GetObjectItem(d.outputs, "where")->valuestring, "weights");
+    char *log = read_log("store", 1);
+    /* fs:<root>: the simulator shows its host path for /sluice/work (tests/k8s/README.md) */
+    const char *line = "/artifacts/demo/r1/store/1/model (";
+    ck_assert_msg(count_of(log, line) == 1, "%s", log);
+    ck_assert_msg(count_of(log, "output artifact 'model' (model.txt) stored as fs:") == 1, "%s",
+                  log);
+    const char *trailer = strstr(log, "=== sluice: attempt demo.r1.store.-1.1 succeeded");
+    ck_assert_msg(trailer && strstr(log, line) < trailer, "%s", log);
+    ck_assert_msg(strstr(log, "training\n") < strstr(log, line), "%s", log);
+    free(log);
+    char *stored = xasprintf("%s/artifacts/demo/r1/store/1/model", work_dir);
+    char *text = test_read_file(stored, NULL);
+    ck_assert_str_eq(text, "weights\n");
+    free(text);
+    free(stored);
+    ck_assert_int_eq(harness_k8ssim_stat(&sim, "live_pods"), 0);
+    ck_assert_int_eq(harness_k8ssim_stat(&sim, "create"), 1);
+    ck_assert_int_ge(harness_k8ssim_stat(&sim, "log"), 2); /* main's stream, the sidecar's */
+    ck_assert_int_eq(harness_k8ssim_stat(&sim, "delete"), 1);
+    done_release(&d);
+}
+END_TEST
+
+/* A declared output the step did not write: the sidecar's reason, kind step. */
+START_TEST(test_missing_output_is_the_steps_failure)
+{
+    fs_repository();
+    start_sim(NULL);
+    new_ctx();
+    struct done d = {0};
+    run_one(&d, spec_out("forgot", 1, "echo forgot to save"));
+    expect(&d, EXEC_FAIL_STEP, NULL);
+    ck_assert_str_eq(d.reason, "missing output artifact 'model' (model.txt)");
+    ck_assert_int_eq(d.exit_code, 1);
+    expect_log("forgot", 1, "container \"sluice-stage-out\" terminated: Error, exit code 1");
+    expect_log("forgot", 1, "sluice pod stage-out: missing output artifact 'model'");
+    ck_assert_int_eq(harness_k8ssim_stat(&sim, "live_pods"), 0);
+    done_release(&d);
+}
+END_TEST
+
+/* The main container dies with its helper while the sidecar waits for a word that never
+ * comes: the attempt ends at once with the main container's reason, and the pod goes
+ * (long before the sidecar's own heartbeat limit would end it). */
+static void main_dies(const char *behaviour, const char *step, const char *reason, bool keep_failed)
+{
+    fs_repository();
+    start_sim(NULL);
+    if (keep_failed)
+        kopts.keep_failed_ms = 3600 * 1000;
+    new_ctx();
+    char *b = xasprintf("{\"selector\": \"sluice.io/step=%s\", \"behaviour\": \"%s\", "
+                        "\"container\": \"main\", \"after_seconds\": 0.5}",
+                        step, behaviour);
+    post("/_sim/behaviours", b);
+    free(b);
+    cJSON *spec = spec_out(step, 1, "echo working; echo w > model.txt; sleep 30");
+    cJSON_AddNumberToObject(cJSON_AddObjectToObject(spec, "resources"), "memory_bytes",
+                            512.0 * 1024 * 1024);
+    struct done d = {0};
+    uint64_t t0 = uv_hrtime();
+    run_one(&d, spec);
+    double secs = (double)(uv_hrtime() - t0) / 1e9;
+    expect(&d, EXEC_FAIL_STEP, reason);
+    ck_assert_int_eq(d.exit_code, 137);
+    ck_assert_msg(secs < 30, "took %.1f s: waited for the sidecar", secs);
+    char *log = read_log(step, 1);
+    ck_assert_msg(!strstr(log, "stored as"), "stored after a failed step:\n%s", log);
+    free(log);
+    /* deleted, or kept failed as asked - the attempt finished either way */
+    ck_assert_int_eq(harness_k8ssim_stat(&sim, "live_pods"), keep_failed ? 1 : 0);
+    char *pods = NULL;
+    int status = 0;
+    ck_assert_int_eq(harness_k8ssim_request(&status, &pods, &sim, "GET", "/_sim/pods", NULL), 0);
+    if (keep_failed) /* the sidecar still waits in the kept pod: its own limit ends it */
+        ck_assert_msg(strstr(pods, "\"phase\": \"Running\""), "%s", pods);
+    free(pods);
+    done_release(&d);
+}
+
+START_TEST(test_main_oomkilled_while_the_sidecar_waits)
+{
+    main_dies("oom", "hungry", "OOMKilled (memory limit 512Mi)", false);
+    expect_log("hungry", 1, "container \"main\" terminated: OOMKilled, exit code 137");
+}
+END_TEST
+
+START_TEST(test_main_killed_while_the_sidecar_waits)
+{
+    main_dies("kill", "killed", "exit code 137 (killed by signal 9)", false);
+}
+END_TEST
+
+START_TEST(test_main_dies_and_the_failed_pod_is_kept)
+{
+    main_dies("oom", "kept", "OOMKilled", true);
+}
+END_TEST
+
+/* A listening socket that never accepts: a connection to it waits for an answer. */
+static int blackhole(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    ck_assert_int_eq(listen(fd, 16), 0);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    *port = ntohs(sa.sin_port);
+    return fd;
+}
+
+/* Cancel while the sidecar uploads (to an S3 endpoint that never answers): the pod is
+ * deleted, both containers stop, the attempt is cancelled. */
+START_TEST(test_cancel_during_stage_out_deletes_the_pod)
+{
+    int port = 0, hole = blackhole(&port);
+    char *endpoint = xasprintf("http://127.0.0.1:%d", port);
+    kopts.artifacts_repository = "s3";
+    kopts.artifacts_endpoint = endpoint;
+    kopts.artifacts_bucket = "art";
+    kopts.artifacts_region = "us-east-1";
+    kopts.artifacts_path_style = true;
+    start_sim(NULL);
+    new_ctx();
+    cJSON *spec = spec_out("uploading", 1, "echo big > model.txt; echo step done");
+    struct done d = {0};
+    struct kube_exec *e = start(&d, spec);
+    /* the step is over and the sidecar has connected to "S3": the upload is under way */
+    bool connected = false;
+    for (int i = 0; i < 20000 && !connected && d.calls == 0; i++) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        struct pollfd pfd = {hole, POLLIN, 0};
+        connected = poll(&pfd, 1, 1) > 0;
+    }
+    ck_assert_msg(connected, "the sidecar never connected (done: %d, %s)", d.calls,
+                  d.reason ? d.reason : "-");
+    run_until_log("uploading", 1, "step done");
+    ck_assert_int_eq(d.calls, 0);
+    kube_exec_cancel(e);
+    run_until_done(&d, 1);
+    expect(&d, EXEC_FAIL_CANCELLED, "cancelled");
+    ck_assert_int_eq(harness_k8ssim_stat(&sim, "live_pods"), 0);
+    ck_assert_int_eq(harness_k8ssim_stat(&sim, "delete"), 1);
+    expect_log("uploading", 1, "cancelled: deleting pod");
+    close(hole);
+    free(endpoint);
+    cJSON_Delete(spec);
+    done_release(&d);
+}
+END_TEST
+
+/* Adoption: a worker that hands the attempt back mid-step and the one that adopts the pod
+ * write the sidecar's lines once between them; the position file says when an earlier
+ * worker already wrote them. */
+START_TEST(test_sidecar_log_once_across_adoption)
+{
+    fs_repository();
+    start_sim(NULL);
+    new_ctx();
+    cJSON *spec = spec_out("handover", 1, "echo first half; sleep 1; echo m > model.txt");
+    struct done d = {0};
+    struct kube_exec *e = start(&d, spec);
+    run_until_log("handover", 1, "first half");
+    kube_exec_release(e);
+    run_until_done(&d, 1);
+    struct done d2 = {0};
+    run_one(&d2, spec);
+    expect(&d2, EXEC_FAIL_NONE, NULL);
+    char *log = read_log("handover", 1);
+    ck_assert_msg(count_of(log, "adopting the existing pod") == 1, "%s", log);
+    ck_assert_msg(count_of(log, "output artifact 'model' (model.txt) stored as") == 1, "%s", log);
+    free(log);
+    done_release(&d);
+    done_release(&d2);
+
+    /* a pod that ended while nobody followed it, whose log an earlier worker wrote up to
+     * the sidecar's lines (the position file's third number): not written again */
+    cJSON *spec2 = spec_out("handover", 2, "echo second pod; echo m > model.txt");
+    cJSON *pod = NULL;
+    struct strbuf err = STRBUF_INIT;
+    ck_assert_int_eq(kube_pod_build(&pod, spec2, &kopts, &err), 0);
+    char *json = cJSON_PrintUnformatted(pod);
+    int status = 0;
+    ck_assert_int_eq(
+        harness_k8ssim_request(&status, NULL, &sim, "POST", "/api/v1/namespaces/steps/pods", json),
+        0);
+    ck_assert_int_eq(status, 201);
+    char *get =
+        xasprintf("/api/v1/namespaces/steps/pods/%s",
+                  cJSON_GetObjectItem(cJSON_GetObjectItem(pod, "metadata"), "name")->valuestring);
+    bool ended = false;
+    for (int i = 0; i < 2000 && !ended; i++) {
+        char *body = NULL;
+        ck_assert_int_eq(harness_k8ssim_request(&status, &body, &sim, "GET", get, NULL), 0);
+        ended = strstr(body, "\"phase\": \"Succeeded\"") != NULL;
+        free(body);
+        if (!ended)
+            nanosleep(&(struct timespec){0, 10000000}, NULL);
+    }
+    ck_assert(ended);
+    char *lp = log_path_of("handover", 2), *pos = xasprintf("%s.pos", lp);
+    char *dirp = xasprintf("%s/demo/r1/handover", log_dir);
+    char *mk[] = {"/bin/mkdir", "-p", dirp, NULL};
+    ck_assert_int_eq(test_run(mk, NULL, NULL), 0);
+    write_file(pos, "00000000000000000000 00000000000000000000 1\n");
+    struct done d3 = {0};
+    run_one(&d3, spec2);
+    expect(&d3, EXEC_FAIL_NONE, NULL);
+    log = read_log("handover", 2);
+    ck_assert_msg(strstr(log, "second pod\n") && !strstr(log, "stored as"), "%s", log);
+    free(log);
+    /* gone with the reported outcome (closed on the threadpool after on_done) */
+    for (int i = 0; i < 5000 && access(pos, F_OK) == 0; i++)
+        uv_run(&loop, UV_RUN_ONCE);
+    ck_assert_int_ne(access(pos, F_OK), 0);
+    done_release(&d3);
+    free(dirp);
+    free(pos);
+    free(lp);
+    free(get);
+    free(json);
+    cJSON_Delete(pod);
+    strbuf_release(&err);
+}
+END_TEST
+
 /* --- credentials and the client ----------------------------------------------------------- */
 
 static char *base64_of_file(const char *path)
@@ -1046,6 +1326,17 @@ Suite *suite_integration_kube_exec(void)
     tcase_add_test(tc, test_gc_deletes_finished_unfollowed_pods);
     tcase_add_test(tc, test_bad_spec_fails_without_a_pod);
     suite_add_tcase(s, tc);
+    TCase *so = tcase_create("stage-out");
+    tcase_add_checked_fixture(so, setup, teardown);
+    tcase_set_timeout(so, 40);
+    tcase_add_test(so, test_sidecar_stores_the_outputs_and_its_log_lands_once);
+    tcase_add_test(so, test_missing_output_is_the_steps_failure);
+    tcase_add_test(so, test_main_oomkilled_while_the_sidecar_waits);
+    tcase_add_test(so, test_main_killed_while_the_sidecar_waits);
+    tcase_add_test(so, test_main_dies_and_the_failed_pod_is_kept);
+    tcase_add_test(so, test_cancel_during_stage_out_deletes_the_pod);
+    tcase_add_test(so, test_sidecar_log_once_across_adoption);
+    suite_add_tcase(s, so);
     TCase *cr = tcase_create("credentials");
     tcase_add_checked_fixture(cr, setup, teardown);
     tcase_set_timeout(cr, 30);

@@ -23,8 +23,8 @@ Control endpoints, under /_sim/ (no real API uses that path):
     POST /_sim/faults       request-level faults (status codes, dropped connections,
                             cut streams, 410 in watches), each for `count` requests
     POST /_sim/behaviours   per-pod behaviours for pods whose labels match a selector
-                            (unschedulable, pending, image_pull_backoff, oom, evict,
-                            node_lost, delete)
+                            (unschedulable, pending, image_pull_backoff, oom, kill,
+                            evict, node_lost, delete)
     POST /_sim/secrets      a Secret's data (plain strings) for secretKeyRef
     POST /_sim/compact      forget the watch history: older resourceVersions get 410
     POST /_sim/drop_streams cut every open watch and log stream now
@@ -244,6 +244,7 @@ class Container:
         self.message = None
         self.proc = None
         self.term_path = None      # host file of terminationMessagePath
+        self.oom_killed = False    # the kernel killed it for its memory limit
 
     def log_line(self, data):
         ts = max(time.time_ns(), self.last_ts + 1)
@@ -288,7 +289,7 @@ class Pod:
         self.start_time = None
         self.deleting = False
         self.behaviour = None
-        self.kill_reason = None    # why processes were killed: oom, evict, node_lost, deadline, delete
+        self.kill_reason = None    # why the pod's processes were killed: evict, node_lost, deadline, delete
         self.gpus = 0
         self.lock_cond = None      # the server's condition
 
@@ -584,7 +585,7 @@ class Sim:
                    for c in pod.main[1:]]
         for t in threads:
             t.start()
-        if kind in ("oom", "evict", "node_lost", "delete"):
+        if kind in ("oom", "kill", "evict", "node_lost", "delete"):
             threading.Thread(target=self.misbehave, args=(pod, b), daemon=True).start()
         self.run_container(pod, pod.main[0])
         for t in threads:
@@ -605,24 +606,61 @@ class Sim:
         return None
 
     def misbehave(self, pod, b):
+        """oom and kill end one container (`container`, default the first), as the kernel
+        or a crash would: the pod's other containers go on. evict, node_lost and delete end
+        the pod: its status says so first (as the kubelet and the API server do), then
+        every process is killed."""
         kind = b["behaviour"]
         with self.lock:
             if not self.wait_until(pod, b.get("after_seconds", 0.3)):
                 return
             if pod.terminal():
                 return
-            if kind == "delete":
-                pod.deleting = True
-                pod.kill_reason = "delete"
-                pod.obj["metadata"]["deletionTimestamp"] = now_rfc3339()
-                pod.obj["metadata"]["deletionGracePeriodSeconds"] = 0
+            if kind in ("oom", "kill"):
+                c = pod.container(b.get("container") or pod.main[0].name)
+                if c is None or not c.proc or c.state != "running":
+                    return
+                c.oom_killed = kind == "oom"
+                procs = [c.proc]
+                sig = signal.SIGKILL if kind == "oom" else b.get("signal", signal.SIGKILL)
+            else:
+                if kind == "delete":
+                    pod.deleting = True
+                    pod.kill_reason = "delete"
+                    pod.obj["metadata"]["deletionTimestamp"] = now_rfc3339()
+                    pod.obj["metadata"]["deletionGracePeriodSeconds"] = 0
+                else:
+                    pod.kill_reason = kind
+                    self.set_failed(pod, kind)
                 self.bump(pod)
                 self.cond.notify_all()
-            else:
-                pod.kill_reason = kind
-            procs = [c.proc for c in pod.containers() if c.proc and c.state == "running"]
+                procs = [c.proc for c in pod.containers() if c.proc and c.state == "running"]
+                sig = signal.SIGKILL
         for p in procs:
-            kill_container(p.pid, signal.SIGKILL)
+            if sig == signal.SIGKILL:
+                kill_container(p.pid, sig)
+            else:  # a signal to the container's main process only
+                try:
+                    os.kill(p.pid, sig)
+                except ProcessLookupError:
+                    pass
+
+    def set_failed(self, pod, kind):
+        """The pod-level failure of kind (evict, node_lost, deadline) in its status (lock
+        held)."""
+        if kind == "evict":
+            pod.phase, pod.reason = "Failed", "Evicted"
+            pod.message = "The node was low on resource: memory. Threshold quantity: 100Mi, available: 42Mi. Container %s was using 1Gi, request is 0, has larger consumption of memory." % pod.main[0].name
+            self.set_condition(pod, "DisruptionTarget", "True", "TerminationByKubelet",
+                               "The node was low on resource: memory.")
+        elif kind == "node_lost":
+            pod.phase, pod.reason = "Failed", "NodeLost"
+            pod.message = "Node %s which was running pod %s is unresponsive" % (pod.node, pod.name)
+            self.set_condition(pod, "DisruptionTarget", "True", "DeletionByTaintManager",
+                               "Taint manager: deleting due to NoExecute taint")
+        elif kind == "deadline":
+            pod.phase, pod.reason = "Failed", "DeadlineExceeded"
+            pod.message = "Pod was active on the node longer than the specified deadline"
 
     def volume_map(self, pod, c):
         """[(container path, host path)] for c, longest container path first."""
@@ -742,8 +780,10 @@ class Sim:
             c.state = "running"
             c.started_at = now_rfc3339()
             if not c.init:
-                if all(x.state == "running" for x in pod.main):
+                # Running once a container runs; Ready once all of them do
+                if pod.phase == "Pending":
                     pod.phase = "Running"
+                if all(x.state == "running" for x in pod.main):
                     self.set_condition(pod, "Ready", "True")
                     self.set_condition(pod, "ContainersReady", "True")
             self.bump(pod)
@@ -770,7 +810,7 @@ class Sim:
             c.state = "terminated"
             c.finished_at = now_rfc3339()
             c.exit_code = code if code >= 0 else 128 - code
-            if pod.kill_reason == "oom":
+            if c.oom_killed:
                 c.exit_code, c.reason = 137, "OOMKilled"
             else:
                 c.reason = "Completed" if c.exit_code == 0 else "Error"
@@ -782,6 +822,10 @@ class Sim:
             if not msg and c.spec.get("terminationMessagePolicy") == "FallbackToLogsOnError" and c.exit_code:
                 msg = b"".join(d for _, d in c.entries[-80:])[-2048:].decode("utf-8", "replace")
             c.message = msg or None
+            if not c.init and any(x.state != "terminated" for x in pod.main):
+                # the kubelet reports a container's end when it happens; the pod's phase
+                # ends only with the last container (end_pod)
+                self.bump(pod)
             self.cond.notify_all()
             return c.exit_code
 
@@ -794,20 +838,10 @@ class Sim:
                     c.finished_at = now_rfc3339()
             failed = any(c.exit_code for c in pod.containers() if c.state == "terminated")
             kr = pod.kill_reason
-            if kr == "evict":
-                pod.phase, pod.reason = "Failed", "Evicted"
-                pod.message = "The node was low on resource: memory. Threshold quantity: 100Mi, available: 42Mi. Container %s was using 1Gi, request is 0, has larger consumption of memory." % pod.main[0].name
-                self.set_condition(pod, "DisruptionTarget", "True", "TerminationByKubelet",
-                                   "The node was low on resource: memory.")
-            elif kr == "node_lost":
-                pod.phase, pod.reason = "Failed", "NodeLost"
-                pod.message = "Node %s which was running pod %s is unresponsive" % (pod.node, pod.name)
-                self.set_condition(pod, "DisruptionTarget", "True", "DeletionByTaintManager",
-                                   "Taint manager: deleting due to NoExecute taint")
-            elif kr == "deadline":
-                pod.phase, pod.reason = "Failed", "DeadlineExceeded"
-                pod.message = "Pod was active on the node longer than the specified deadline"
+            if kr in ("evict", "node_lost", "deadline"):
+                self.set_failed(pod, kr)
             else:
+                # the phase ends only now that every container has: Failed if any failed
                 pod.phase = "Failed" if failed else "Succeeded"
             self.set_condition(pod, "Ready", "False", "PodCompleted")
             self.set_condition(pod, "ContainersReady", "False", "PodCompleted")
@@ -842,7 +876,10 @@ class Sim:
                     started = getattr(pod, "started_mono", None)
                     if ads and started and not pod.terminal() and not pod.kill_reason and \
                             time.monotonic() - started > ads:
+                        # the status first, then the kill, as the kubelet's syncPod does
                         pod.kill_reason = "deadline"
+                        self.set_failed(pod, "deadline")
+                        self.bump(pod)
                         kill += [c.proc for c in pod.containers() if c.proc and c.state == "running"]
             for p in kill:
                 kill_container(p.pid, signal.SIGKILL)

@@ -450,20 +450,51 @@ START_TEST(test_artifacts_are_staged_inside_the_pod)
     ck_assert_str_eq(str_at(env_of(in, "AWS_SECRET_ACCESS_KEY"), "valueFrom.secretKeyRef.key"),
                      "secret_access_key");
     ck_assert(cJSON_IsTrue(at(env_of(in, "AWS_SESSION_TOKEN"), "valueFrom.secretKeyRef.optional")));
-    /* stage-out: the helper stores the outputs, with the same environment */
+    /* stage-out: the sidecar, from the sluice image, waits for the helper's word through
+     * the helper's emptyDir and stores the outputs from the same working directory */
     const cJSON *mainc = at(pod, "spec.containers.0");
-    ck_assert(has_arg(at(mainc, "command"), "--artifacts"));
-    ck_assert_ptr_nonnull(env_of(mainc, KUBE_ENV_ARTIFACT_SPEC));
-    ck_assert_ptr_nonnull(env_of(mainc, "AWS_SECRET_ACCESS_KEY"));
+    ck_assert(!has_arg(at(mainc, "command"), "--artifacts"));
+    ck_assert(has_arg(at(mainc, "command"), "--handshake"));
+    ck_assert_str_eq(str_at(mainc, "volumeMounts.0.name"), "sluice-bin");
+    ck_assert_ptr_null(at(mainc, "volumeMounts.0.readOnly")); /* the helper writes there */
+    ck_assert_int_eq(cJSON_GetArraySize(at(pod, "spec.containers")), 2);
+    const cJSON *out = at(pod, "spec.containers.1");
+    ck_assert_str_eq(str_at(out, "name"), KUBE_STAGE_OUT_CONTAINER);
+    ck_assert_str_eq(str_at(out, "image"), "ghcr.io/sluice-dev/sluice:1.0");
+    const char *want_cmd[] = {"/usr/local/bin/sluice",
+                              "pod",
+                              "stage-out",
+                              "--handshake",
+                              KUBE_HELPER_DIR,
+                              "--spec-env",
+                              KUBE_ENV_ARTIFACT_SPEC,
+                              "--workdir",
+                              "/sluice/work/iris/r1",
+                              "--message-file",
+                              KUBE_TERMINATION_PATH};
+    ck_assert_int_eq(cJSON_GetArraySize(at(out, "command")), 11);
+    for (int i = 0; i < 11; i++)
+        ck_assert_str_eq(cJSON_GetArrayItem(at(out, "command"), i)->valuestring, want_cmd[i]);
+    ck_assert_str_eq(str_at(out, "volumeMounts.0.name"), "work");
+    ck_assert_str_eq(str_at(out, "volumeMounts.0.mountPath"), "/sluice/work");
+    ck_assert_str_eq(str_at(out, "volumeMounts.1.name"), "sluice-bin");
+    ck_assert_str_eq(str_at(out, "volumeMounts.1.mountPath"), KUBE_HELPER_DIR);
+    ck_assert(cJSON_IsTrue(at(out, "volumeMounts.1.readOnly")));
+    ck_assert_str_eq(str_at(out, "terminationMessagePath"), KUBE_TERMINATION_PATH);
+    ck_assert_str_eq(str_at(out, "resources.limits.memory"), "256Mi");
+    ck_assert_str_eq(str_at(env_of(out, KUBE_ENV_ARTIFACT_SPEC), "value"), sv);
+    ck_assert_str_eq(str_at(env_of(out, "SLUICE_ARTIFACTS_REPOSITORY"), "value"), "s3");
+    ck_assert_str_eq(str_at(env_of(out, "AWS_ACCESS_KEY_ID"), "valueFrom.secretKeyRef.name"),
+                     "sluice-s3");
     cJSON_Delete(pod);
 
     /* the Secret's own key names (the chart's secrets.s3 keys); no token key: none asked */
     o.artifacts_credentials_keys = "AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY";
     pod = build(spec, &o);
-    ck_assert_str_eq(str_at(env_of(at(pod, "spec.containers.0"), "AWS_SECRET_ACCESS_KEY"),
+    ck_assert_str_eq(str_at(env_of(at(pod, "spec.containers.1"), "AWS_SECRET_ACCESS_KEY"),
                             "valueFrom.secretKeyRef.key"),
                      "AWS_SECRET_ACCESS_KEY");
-    ck_assert_ptr_null(env_of(at(pod, "spec.containers.0"), "AWS_SESSION_TOKEN"));
+    ck_assert_ptr_null(env_of(at(pod, "spec.containers.1"), "AWS_SESSION_TOKEN"));
     cJSON_Delete(pod);
     o.artifacts_credentials_keys = NULL;
 
@@ -472,13 +503,22 @@ START_TEST(test_artifacts_are_staged_inside_the_pod)
     pod = build(spec, &o);
     ck_assert_ptr_null(env_of(at(pod, "spec.initContainers.1"), "AWS_ACCESS_KEY_ID"));
     ck_assert_ptr_null(env_of(at(pod, "spec.containers.0"), "AWS_ACCESS_KEY_ID"));
+    ck_assert_ptr_null(env_of(at(pod, "spec.containers.1"), "AWS_ACCESS_KEY_ID"));
     cJSON_Delete(pod);
 
-    /* helper: image - the stage-in container is the only init container */
+    /* helper: image - the stage-in container is the only init container; the sidecar is
+     * still the sluice image's (the step image's sluice never holds the credentials), and
+     * the handshake gets an emptyDir of its own */
     o.helper = KUBE_HELPER_IMAGE;
     pod = build(spec, &o);
     ck_assert_str_eq(str_at(pod, "spec.initContainers.0.name"), KUBE_STAGE_IN_CONTAINER);
     ck_assert_ptr_null(at(pod, "spec.initContainers.1"));
+    ck_assert_str_eq(str_at(pod, "spec.containers.0.command.0"), "/usr/local/bin/sluice");
+    ck_assert_str_eq(str_at(pod, "spec.volumes.0.name"), "sluice-bin");
+    ck_assert_ptr_nonnull(at(pod, "spec.volumes.0.emptyDir"));
+    ck_assert_str_eq(str_at(pod, "spec.containers.0.volumeMounts.0.mountPath"), KUBE_HELPER_DIR);
+    ck_assert_str_eq(str_at(pod, "spec.containers.1.name"), KUBE_STAGE_OUT_CONTAINER);
+    ck_assert_str_eq(str_at(pod, "spec.containers.1.image"), "ghcr.io/sluice-dev/sluice:1.0");
     cJSON_Delete(pod);
 
     /* fs: the repository's claim mounted at artifacts.root in both containers */
@@ -498,6 +538,13 @@ START_TEST(test_artifacts_are_staged_inside_the_pod)
                          ->valuestring,
                      "/mnt/artifacts");
     ck_assert_ptr_null(env_of(at(pod, "spec.containers.0"), "AWS_ACCESS_KEY_ID"));
+    /* ... and in the sidecar, which moves the outputs into it */
+    const cJSON *fout = at(pod, "spec.containers.1");
+    ck_assert_str_eq(str_at(fout, "name"), KUBE_STAGE_OUT_CONTAINER);
+    ck_assert_str_eq(str_at(fout, "volumeMounts.1.name"), "artifacts");
+    ck_assert_str_eq(str_at(fout, "volumeMounts.1.mountPath"), "/mnt/artifacts");
+    ck_assert_str_eq(str_at(env_of(fout, "SLUICE_ARTIFACTS_ROOT"), "value"), "/mnt/artifacts");
+    ck_assert_ptr_null(env_of(at(pod, "spec.containers.0"), "SLUICE_ARTIFACTS_REPOSITORY"));
     cJSON_Delete(pod);
 
     /* none: keys are where the upstream step left them - no stage-in; the helper still
@@ -506,6 +553,9 @@ START_TEST(test_artifacts_are_staged_inside_the_pod)
     pod = build(spec, &n);
     ck_assert_int_eq(cJSON_GetArraySize(at(pod, "spec.initContainers")), 1);
     ck_assert(has_arg(at(pod, "spec.containers.0.command"), "--artifacts"));
+    ck_assert(!has_arg(at(pod, "spec.containers.0.command"), "--handshake"));
+    ck_assert_int_eq(cJSON_GetArraySize(at(pod, "spec.containers")), 1); /* no sidecar */
+    ck_assert(cJSON_IsTrue(at(pod, "spec.containers.0.volumeMounts.0.readOnly")));
     cJSON_Delete(pod);
     /* ... but a URL input is fetched */
     cJSON *url = spec_of(art_spec);
@@ -524,6 +574,63 @@ START_TEST(test_artifacts_are_staged_inside_the_pod)
     ck_assert_ptr_null(at(pod, "spec.initContainers"));
     ck_assert_ptr_null(env_of(at(pod, "spec.containers.0"), KUBE_ENV_ARTIFACT_SPEC));
     cJSON_Delete(pod);
+    cJSON_Delete(spec);
+}
+END_TEST
+
+/* Whether any env entry of container mentions the repository or its credentials: an AWS_*
+ * or SLUICE_ARTIFACT* name, or a reference to the Secret secret. */
+static bool env_has_repository(const cJSON *container, const char *secret)
+{
+    const cJSON *e;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItem(container, "env"))
+    {
+        const char *name = cJSON_GetObjectItem(e, "name")->valuestring;
+        const cJSON *ref = at(e, "valueFrom.secretKeyRef.name");
+        /* SLUICE_ARTIFACT_BASE, the artifacts' location for templates, is no setting */
+        if (!strncmp(name, "AWS_", 4) || !strncmp(name, "SLUICE_ARTIFACTS_", 17) ||
+            !strcmp(name, KUBE_ENV_ARTIFACT_SPEC) ||
+            (cJSON_IsString(ref) && !strcmp(ref->valuestring, secret)))
+            return true;
+    }
+    return false;
+}
+
+/* The step's own container never holds the repository's write credentials: only the
+ * staging containers (init and sidecar) get them, in every helper mode. */
+START_TEST(test_credentials_reach_only_the_staging_containers)
+{
+    cJSON *spec = spec_of(art_spec);
+    const enum kube_helper modes[] = {KUBE_HELPER_INIT, KUBE_HELPER_IMAGE};
+    for (size_t i = 0; i < 2; i++) {
+        struct kube_options o = s3_opts();
+        o.helper = modes[i];
+        cJSON *pod = build(spec, &o);
+        const cJSON *mainc = at(pod, "spec.containers.0");
+        ck_assert_str_eq(str_at(mainc, "name"), KUBE_MAIN_CONTAINER);
+        ck_assert_msg(!env_has_repository(mainc, "sluice-s3"), "helper mode %zu: %s", i,
+                      cJSON_PrintUnformatted(at(mainc, "env")));
+        const cJSON *out = at(pod, "spec.containers.1");
+        ck_assert_str_eq(str_at(out, "name"), KUBE_STAGE_OUT_CONTAINER);
+        ck_assert(env_has_repository(out, "sluice-s3"));
+        const char *vars[] = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"};
+        for (size_t v = 0; v < 3; v++) {
+            const cJSON *e = env_of(out, vars[v]);
+            ck_assert_msg(e, "%s missing in the sidecar", vars[v]);
+            ck_assert_ptr_null(cJSON_GetObjectItem(e, "value")); /* a reference, never a value */
+            ck_assert_str_eq(str_at(e, "valueFrom.secretKeyRef.name"), "sluice-s3");
+        }
+        const cJSON *in = at(pod, "spec.initContainers");
+        const cJSON *c;
+        cJSON_ArrayForEach(c, in)
+        {
+            if (!strcmp(str_at(c, "name"), KUBE_STAGE_IN_CONTAINER))
+                ck_assert(env_has_repository(c, "sluice-s3"));
+            else
+                ck_assert(!env_has_repository(c, "sluice-s3")); /* sluice-init */
+        }
+        cJSON_Delete(pod);
+    }
     cJSON_Delete(spec);
 }
 END_TEST
@@ -554,6 +661,19 @@ START_TEST(test_artifact_settings_that_cannot_work_are_refused)
     expect_error(outside, &o,
                  "must be on the work volume (kubernetes.work_mount '/sluice/work'), "
                  "not '/opt/app/iris/cod'");
+    /* outputs stored from a directory the sidecar would not see */
+    cJSON *only_out = spec_of(outside);
+    cJSON_DeleteItemFromObject(only_out, "inputs");
+    char *text = cJSON_PrintUnformatted(only_out);
+    expect_error(text, &o,
+                 "output artifacts are stored from the working directory by the "
+                 "sluice-stage-out container, so it must be on the work volume "
+                 "(kubernetes.work_mount '/sluice/work'), not '/opt/app/iris/cod'");
+    /* ... with no repository the helper checks them in place: any directory will do */
+    struct kube_options none = base_opts();
+    cJSON_Delete(build(only_out, &none));
+    free(text);
+    cJSON_Delete(only_out);
     free(outside);
 }
 END_TEST
@@ -763,6 +883,7 @@ Suite *suite_worker_kube_pod(void)
     tcase_add_test(tc, test_helper_modes_and_minimal_options);
     tcase_add_test(tc, test_bad_input_is_refused_with_a_reason);
     tcase_add_test(tc, test_artifacts_are_staged_inside_the_pod);
+    tcase_add_test(tc, test_credentials_reach_only_the_staging_containers);
     tcase_add_test(tc, test_artifact_settings_that_cannot_work_are_refused);
     tcase_add_test(tc, test_every_pod_passes_the_official_schema);
     tcase_add_test(tc, test_artifact_base_names_the_repository);

@@ -12,6 +12,7 @@
 #include "worker/kube_int.h"
 #include "common/strbuf.h"
 #include "common/xalloc.h"
+#include "tests/harness/harness.h"
 #include "tests/harness/k8ssim.h"
 #include "tests/testutil.h"
 
@@ -681,6 +682,86 @@ START_TEST(test_secret_env)
 }
 END_TEST
 
+/* Posts the Secret dags-git: the token, and the private CA of the https server. */
+static void post_git_secret(const char *token, const char *ca_path)
+{
+    cJSON *body = cJSON_CreateObject();
+    cJSON_AddStringToObject(body, "namespace", "steps");
+    cJSON_AddStringToObject(body, "name", "dags-git");
+    cJSON *data = cJSON_AddObjectToObject(body, "data");
+    cJSON_AddStringToObject(data, "password", token);
+    char *ca = test_read_file(ca_path, NULL);
+    cJSON_AddStringToObject(data, "ca.crt", ca);
+    free(ca);
+    char *text = cJSON_PrintUnformatted(body);
+    post("/_sim/secrets", text);
+    free(text);
+    cJSON_Delete(body);
+}
+
+/*
+ * An input from: git of a private repository (https, basic auth, a private CA): the
+ * stage-in container fetches it with the Secret's token and CA, the step reads the file;
+ * a wrong token fails the attempt as an error (no retry can help) with the reason, and
+ * the token is in no log.
+ */
+START_TEST(test_git_input_fetched_with_the_secret)
+{
+    struct harness_git git;
+    ck_assert_int_eq(harness_git_start(&git), 0);
+    ck_assert_int_eq(harness_git_init_bare(&git, "code.git"), 0);
+    char *wt = NULL, *sha = NULL;
+    ck_assert_int_eq(harness_git_clone(&wt, &git, "code.git"), 0);
+    ck_assert_int_eq(harness_git_write_file(wt, "hello.txt", "hello from the repository\n"), 0);
+    ck_assert_int_eq(harness_git_commit(&sha, wt, "one"), 0);
+    ck_assert_int_eq(harness_git_push(wt, 0), 0);
+    struct test_git_https h;
+    test_git_https_start(&h, git.repos_dir, "sluice", "t0ken-for-git");
+    start_sim(NULL);
+    kopts.git_username = "sluice";
+    kopts.git_credentials = "dags-git";
+    kopts.git_credentials_keys = "password,,,ca.crt";
+    new_ctx();
+    post_git_secret("t0ken-for-git", h.ca);
+
+    cJSON *spec = spec_sh("code", 1, "cat src/hello.txt");
+    cJSON *repo = cJSON_AddObjectToObject(spec, "repo");
+    char *url = xasprintf("%s/code.git", h.url_base);
+    cJSON_AddStringToObject(repo, "url", url);
+    cJSON_AddStringToObject(repo, "commit", sha);
+    cJSON *in = cJSON_AddObjectToObject(
+        cJSON_AddObjectToObject(cJSON_AddObjectToObject(spec, "inputs"), "artifacts"), "code");
+    cJSON_AddStringToObject(in, "from", "git");
+    cJSON_AddStringToObject(in, "path", "src");
+    cJSON *again = cJSON_Duplicate(spec, true);
+    struct done d = {0};
+    run_one(&d, spec);
+    expect(&d, EXEC_FAIL_NONE, NULL);
+    expect_log("code", 1, "hello from the repository");
+    done_release(&d);
+
+    /* the Secret changed to a wrong token: refused, an error, the token nowhere */
+    post_git_secret("wr0ng-t0ken", h.ca);
+    cJSON_ReplaceItemInObject(again, "attempt", cJSON_CreateNumber(2));
+    cJSON_ReplaceItemInObject(again, "attempt_id", cJSON_CreateString("demo.r1.code.-1.2"));
+    struct done d2 = {0};
+    run_one(&d2, again);
+    expect(&d2, EXEC_FAIL_ERROR, "authentication failed");
+    ck_assert_ptr_null(strstr(d2.reason, "wr0ng"));
+    char *log = read_log("code", 2);
+    ck_assert_ptr_null(strstr(log, "wr0ng"));
+    ck_assert_ptr_null(strstr(log, "hello from the repository"));
+    free(log);
+    done_release(&d2);
+
+    test_git_https_stop(&h);
+    ck_assert_int_eq(harness_git_stop(&git), 0);
+    free(url);
+    free(sha);
+    free(wt);
+}
+END_TEST
+
 /* The GPU step: GPU limit, node selector and toleration put it on the GPU node. */
 START_TEST(test_gpu_step_lands_on_the_gpu_node)
 {
@@ -1318,6 +1399,7 @@ Suite *suite_integration_kube_exec(void)
     tcase_add_test(tc, test_cancel_deletes_with_grace);
     tcase_add_test(tc, test_release_then_adopt_the_same_pod);
     tcase_add_test(tc, test_secret_env);
+    tcase_add_test(tc, test_git_input_fetched_with_the_secret);
     tcase_add_test(tc, test_gpu_step_lands_on_the_gpu_node);
     tcase_add_test(tc, test_cancel_deletes_orphan_pods_after_the_grace);
     tcase_add_test(tc, test_fixture_bodies);

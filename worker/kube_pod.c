@@ -514,6 +514,45 @@ static bool path_under(const char *path, const char *dir)
     return !strncmp(path, dir, n) && (path[n] == '\0' || path[n] == '/');
 }
 
+/*
+ * A container of the sluice image running `<sluice_path> argv...` (each '$' escaped for
+ * the kubelet), with the given requests and memory limit and, when share is not NULL,
+ * the main container's volumes but the helper's at the same paths. Appended to list;
+ * returns it for what the caller adds (env, more mounts).
+ */
+static cJSON *add_sluice_container(cJSON *list, const char *name, const char *const *argv,
+                                   size_t argc, const char *cpu, const char *memory,
+                                   const char *memory_limit, const cJSON *share,
+                                   const struct kube_options *o)
+{
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddItemToArray(list, c);
+    cJSON_AddStringToObject(c, "name", name);
+    cJSON_AddStringToObject(c, "image", str_or(o->sluice_image, "sluice:latest"));
+    if (o->image_pull_policy && *o->image_pull_policy)
+        cJSON_AddStringToObject(c, "imagePullPolicy", o->image_pull_policy);
+    cJSON *cmd = cJSON_AddArrayToObject(c, "command");
+    cJSON_AddItemToArray(cmd, escaped(str_or(o->sluice_path, "/usr/local/bin/sluice")));
+    for (size_t i = 0; i < argc; i++)
+        cJSON_AddItemToArray(cmd, escaped(argv[i]));
+    cJSON *res = cJSON_AddObjectToObject(c, "resources");
+    cJSON *req = cJSON_AddObjectToObject(res, "requests");
+    cJSON_AddStringToObject(req, "cpu", cpu);
+    cJSON_AddStringToObject(req, "memory", memory);
+    cJSON_AddStringToObject(cJSON_AddObjectToObject(res, "limits"), "memory", memory_limit);
+    cJSON *vm = cJSON_AddArrayToObject(c, "volumeMounts");
+    const cJSON *it;
+    cJSON_ArrayForEach(it, share) /* the main container's volumes, at the same paths */
+    {
+        const char *vname = spec_str(it, "name");
+        if (vname && strcmp(vname, VOL_HELPER) != 0)
+            cJSON_AddItemToArray(vm, cJSON_Duplicate(it, true));
+    }
+    cJSON_AddStringToObject(c, "terminationMessagePolicy", "FallbackToLogsOnError");
+    cJSON_AddItemToObject(c, "securityContext", container_security(o));
+    return c;
+}
+
 /* The sidecar that stores the declared outputs (docs/kubernetes.md, "Artifacts"): the
  * sluice image, the main container's volumes at the same paths (the working directory
  * and, for fs, the repository's claim) and the helper's emptyDir read-only, where it
@@ -530,15 +569,7 @@ static int add_stage_out(cJSON *ps, const cJSON *mounts, const char *wd, const c
                     KUBE_STAGE_OUT_CONTAINER, work_mount, wd);
         return -1;
     }
-    cJSON *c = cJSON_CreateObject();
-    cJSON_AddItemToArray(cJSON_GetObjectItemCaseSensitive(ps, "containers"), c);
-    cJSON_AddStringToObject(c, "name", KUBE_STAGE_OUT_CONTAINER);
-    cJSON_AddStringToObject(c, "image", str_or(o->sluice_image, "sluice:latest"));
-    if (o->image_pull_policy && *o->image_pull_policy)
-        cJSON_AddStringToObject(c, "imagePullPolicy", o->image_pull_policy);
-    cJSON *cmd = cJSON_AddArrayToObject(c, "command");
-    const char *parts[] = {str_or(o->sluice_path, "/usr/local/bin/sluice"),
-                           "pod",
+    const char *parts[] = {"pod",
                            "stage-out",
                            "--handshake",
                            KUBE_HELPER_DIR,
@@ -548,28 +579,15 @@ static int add_stage_out(cJSON *ps, const cJSON *mounts, const char *wd, const c
                            wd,
                            "--message-file",
                            KUBE_TERMINATION_PATH};
-    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++)
-        cJSON_AddItemToArray(cmd, escaped(parts[i]));
-    add_artifact_env(cJSON_AddArrayToObject(c, "env"), art_json, o);
     /* It idles for the whole step, so it reserves little (no cpu limit: an upload uses
      * what is free); transfers stream in constant memory. */
-    cJSON *res = cJSON_AddObjectToObject(c, "resources");
-    cJSON *req = cJSON_AddObjectToObject(res, "requests");
-    cJSON_AddStringToObject(req, "cpu", "10m");
-    cJSON_AddStringToObject(req, "memory", "64Mi");
-    cJSON_AddStringToObject(cJSON_AddObjectToObject(res, "limits"), "memory", "256Mi");
-    cJSON *vm = cJSON_AddArrayToObject(c, "volumeMounts");
-    const cJSON *it;
-    cJSON_ArrayForEach(it, mounts) /* the main container's volumes, at the same paths */
-    {
-        const char *vname = spec_str(it, "name");
-        if (vname && strcmp(vname, VOL_HELPER) != 0)
-            cJSON_AddItemToArray(vm, cJSON_Duplicate(it, true));
-    }
-    cJSON_AddItemToArray(vm, volume_mount(VOL_HELPER, KUBE_HELPER_DIR, true));
+    cJSON *c = add_sluice_container(
+        cJSON_GetObjectItemCaseSensitive(ps, "containers"), KUBE_STAGE_OUT_CONTAINER, parts,
+        sizeof(parts) / sizeof(parts[0]), "10m", "64Mi", "256Mi", mounts, o);
+    add_artifact_env(cJSON_AddArrayToObject(c, "env"), art_json, o);
+    cJSON_AddItemToArray(cJSON_GetObjectItemCaseSensitive(c, "volumeMounts"),
+                         volume_mount(VOL_HELPER, KUBE_HELPER_DIR, true));
     cJSON_AddStringToObject(c, "terminationMessagePath", KUBE_TERMINATION_PATH);
-    cJSON_AddStringToObject(c, "terminationMessagePolicy", "FallbackToLogsOnError");
-    cJSON_AddItemToObject(c, "securityContext", container_security(o));
     return 0;
 }
 
@@ -948,27 +966,11 @@ int kube_pod_build(cJSON **out, const cJSON *spec, const struct kube_options *o,
     if (o->helper == KUBE_HELPER_INIT || stage_in)
         inits = cJSON_AddArrayToObject(ps, "initContainers");
     if (o->helper == KUBE_HELPER_INIT) {
-        cJSON *ic = cJSON_CreateObject();
-        cJSON_AddItemToArray(inits, ic);
-        cJSON_AddStringToObject(ic, "name", KUBE_INIT_CONTAINER);
-        cJSON_AddStringToObject(ic, "image", str_or(o->sluice_image, "sluice:latest"));
-        if (o->image_pull_policy && *o->image_pull_policy)
-            cJSON_AddStringToObject(ic, "imagePullPolicy", o->image_pull_policy);
-        cJSON *icmd = cJSON_AddArrayToObject(ic, "command");
-        const char *parts[] = {str_or(o->sluice_path, "/usr/local/bin/sluice"), "pod", "install",
-                               KUBE_HELPER_BIN};
-        for (size_t i = 0; i < 4; i++)
-            cJSON_AddItemToArray(icmd, escaped(parts[i]));
-        cJSON *ires = cJSON_AddObjectToObject(ic, "resources");
-        cJSON *ireq = cJSON_AddObjectToObject(ires, "requests");
-        cJSON_AddStringToObject(ireq, "cpu", "10m");
-        cJSON_AddStringToObject(ireq, "memory", "32Mi");
-        cJSON *ilim = cJSON_AddObjectToObject(ires, "limits");
-        cJSON_AddStringToObject(ilim, "memory", "64Mi");
-        cJSON *imounts = cJSON_AddArrayToObject(ic, "volumeMounts");
-        cJSON_AddItemToArray(imounts, volume_mount(VOL_HELPER, KUBE_HELPER_DIR, false));
-        cJSON_AddStringToObject(ic, "terminationMessagePolicy", "FallbackToLogsOnError");
-        cJSON_AddItemToObject(ic, "securityContext", container_security(o));
+        const char *parts[] = {"pod", "install", KUBE_HELPER_BIN};
+        cJSON *ic = add_sluice_container(inits, KUBE_INIT_CONTAINER, parts, 3, "10m", "32Mi",
+                                         "64Mi", NULL, o);
+        cJSON_AddItemToArray(cJSON_GetObjectItemCaseSensitive(ic, "volumeMounts"),
+                             volume_mount(VOL_HELPER, KUBE_HELPER_DIR, false));
     }
     if (stage_in) {
         /* the inputs land in the working directory: it must be on a volume the main
@@ -980,44 +982,18 @@ int kube_pod_build(cJSON **out, const cJSON *spec, const struct kube_options *o,
                         work_mount, wd);
             goto cleanup;
         }
-        cJSON *sc = cJSON_CreateObject();
-        cJSON_AddItemToArray(inits, sc);
-        cJSON_AddStringToObject(sc, "name", KUBE_STAGE_IN_CONTAINER);
-        cJSON_AddStringToObject(sc, "image", str_or(o->sluice_image, "sluice:latest"));
-        if (o->image_pull_policy && *o->image_pull_policy)
-            cJSON_AddStringToObject(sc, "imagePullPolicy", o->image_pull_policy);
-        cJSON *scmd = cJSON_AddArrayToObject(sc, "command");
-        const char *parts[] = {str_or(o->sluice_path, "/usr/local/bin/sluice"),
-                               "artifact",
-                               "get",
-                               "--config",
-                               NO_CONFIG,
-                               "--spec-env",
-                               KUBE_ENV_ARTIFACT_SPEC,
-                               "--workdir",
-                               wd};
-        for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++)
-            cJSON_AddItemToArray(scmd, escaped(parts[i]));
+        const char *parts[] = {
+            "artifact",  "get", "--config", NO_CONFIG, "--spec-env", KUBE_ENV_ARTIFACT_SPEC,
+            "--workdir", wd};
+        /* transfers stream in constant memory; a directory's tar is extracted on the fly */
+        cJSON *sc = add_sluice_container(inits, KUBE_STAGE_IN_CONTAINER, parts,
+                                         sizeof(parts) / sizeof(parts[0]), "100m", "64Mi", "256Mi",
+                                         mounts, o);
         cJSON *senv = cJSON_AddArrayToObject(sc, "env");
         add_artifact_env(senv, art_json, o);
-        bool git = wants_git(spec);
-        /* transfers stream in constant memory; a directory's tar is extracted on the fly */
-        cJSON *sres = cJSON_AddObjectToObject(sc, "resources");
-        cJSON *sreq = cJSON_AddObjectToObject(sres, "requests");
-        cJSON_AddStringToObject(sreq, "cpu", "100m");
-        cJSON_AddStringToObject(sreq, "memory", "64Mi");
-        cJSON_AddStringToObject(cJSON_AddObjectToObject(sres, "limits"), "memory", "256Mi");
-        cJSON *smounts = cJSON_AddArrayToObject(sc, "volumeMounts");
-        cJSON_ArrayForEach(it, mounts) /* the main container's volumes, at the same paths */
-        {
-            const char *vname = spec_str(it, "name");
-            if (vname && strcmp(vname, VOL_HELPER) != 0)
-                cJSON_AddItemToArray(smounts, cJSON_Duplicate(it, true));
-        }
-        if (git)
-            add_git_credentials(senv, smounts, volumes, o);
-        cJSON_AddStringToObject(sc, "terminationMessagePolicy", "FallbackToLogsOnError");
-        cJSON_AddItemToObject(sc, "securityContext", container_security(o));
+        if (wants_git(spec))
+            add_git_credentials(senv, cJSON_GetObjectItemCaseSensitive(sc, "volumeMounts"), volumes,
+                                o);
     }
     if (sidecar && add_stage_out(ps, mounts, wd, work_mount, art_json, o, err) < 0)
         goto cleanup;

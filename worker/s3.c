@@ -7,16 +7,22 @@
  * performs one with retries; the multipart upload drives up to parallel_parts xfers
  * through one curl multi handle, each part retried on its own with a backoff deadline.
  *
- *   s3_put_file: size <= threshold  -> PUT (MD5 of the bytes sent == ETag)
+ *   s3_put_file: size <= threshold  -> PUT (MD5 of the file's bytes == ETag)
  *                size >  threshold  -> POST ?uploads -> PUT ?partNumber&uploadId (parallel)
  *                                      -> POST ?uploadId (complete) | DELETE ?uploadId (abort)
  *   s3_get_file: GET -> <path>.sluice-part, resumed with Range/If-Match on retries,
- *                MD5 (or multipart ETag) checked, renamed over path
+ *                MD5 (or multipart ETag) of the file checked, renamed over path
  *
  * Every request is signed afresh (the date changes between retries). The payload is sent
  * as UNSIGNED-PAYLOAD when it is a file (hashing 1 GiB for the signature would read it one
- * more time) and its integrity rides on the MD5 computed while sending, compared with the
- * ETag; small XML bodies are signed.
+ * more time, before the first byte could go) and its integrity rides on the MD5 that a
+ * hasher (below) computes beside the transfer, compared with the ETag; small XML bodies
+ * are signed.
+ *
+ * Speed: the thread that drives libcurl only moves bytes (pread() into curl's 1 MiB upload
+ * buffer; what arrives gathered into 512 KiB buffers, one write() each, rather than one
+ * per 16 KiB that curl hands over); MD5 runs on hasher threads, one per request in
+ * flight. bench/bench_s3.c measures it next to curl (bench/README.md).
  */
 #include "worker/s3.h"
 
@@ -202,6 +208,292 @@ static void hex(char *out, const unsigned char *in, size_t n)
     out[2 * n] = '\0';
 }
 
+/*
+ * A hasher is one thread computing the MD5 of a transfer's bytes while the transfer moves
+ * them, so that hashing (about 650 MB/s a core) runs beside the network instead of in the
+ * thread that drives libcurl, and the parts of a multipart upload hash on as many cores
+ * as there are parts in flight. Two ways to get the bytes:
+ *
+ * - from the file (uploads): the thread reads the request's range of the file with
+ *   pread() into a buffer of its own. The bytes are in the page cache (curl is reading
+ *   the same range), so that is a memory copy, not a second disk read; and it does not
+ *   care how often curl rewinds. What it proves is what the upload promises: the object
+ *   S3 stored (its ETag) is the file's bytes.
+ * - from buffers passed along (downloads): the transfer gathers what arrives in one of
+ *   HASH_NBUF buffers of HASH_BUF_SIZE, writes a full buffer to the file (one write()
+ *   per buffer instead of one per 16 KiB callback), then hands it to the hasher, which
+ *   gives it back once hashed; the transfer waits for a free buffer only when the hasher
+ *   is HASH_NBUF buffers behind. What it proves: the bytes written to the file are the
+ *   object's.
+ *
+ * The thread owns the digest state until hasher_finish() (or hasher_stop()) has joined it.
+ *
+ *   hasher_start ──> running ──hasher_finish──> joined, checksum out
+ *                       │
+ *                       └──hasher_stop──> joined, nothing (the attempt failed)
+ *
+ * If no thread can be made, the bytes are hashed in the caller's thread instead (at
+ * hasher_finish for a file range, at hasher_submit for buffers): slower, as correct.
+ */
+#define HASH_BUF_SIZE (512 * 1024)
+#define HASH_NBUF     4
+
+struct hasher {
+    pthread_t thread;
+    bool running;         /* started and not joined yet */
+    bool threaded;        /* with a thread of its own */
+    bool from_file;       /* true: [off, off + len) of fd; false: buffers passed along */
+    pthread_mutex_t mu;   /* guards the queue, the free list, final */
+    pthread_cond_t work;  /* the hasher waits on it for a buffer (or final, stop) */
+    pthread_cond_t space; /* the transfer waits on it for a free buffer */
+    bool final;           /* nothing more will be submitted */
+    atomic_bool stop;     /* abandon as soon as possible */
+    int fd;               /* from_file: not owned */
+    uint64_t off, len;
+    unsigned char *pool[HASH_NBUF]; /* buffers, allocated at the first buffered start */
+    size_t fill[HASH_NBUF];         /* bytes in each queued buffer */
+    int queue[HASH_NBUF];           /* queued buffers, oldest at q_head */
+    unsigned q_head, q_count;
+    int free_list[HASH_NBUF];
+    unsigned n_free;
+    uint64_t part_size; /* 0: one MD5 of everything; else S3's multipart ETag */
+    /* owned by the thread while it runs */
+    uint64_t hashed;      /* bytes hashed */
+    int read_errno;       /* a failed read (EIO for a file that shrank), or 0 */
+    EVP_MD_CTX *md5;      /* everything, or the current part */
+    EVP_MD_CTX *of_parts; /* the parts' MD5s, in part_size mode */
+    uint64_t part_filled; /* bytes of the current part */
+    unsigned n_parts;     /* parts finished */
+};
+
+static void hasher_feed(struct hasher *h, const unsigned char *p, size_t len)
+{
+    h->hashed += len;
+    if (!h->part_size) {
+        EVP_DigestUpdate(h->md5, p, len);
+        return;
+    }
+    while (len > 0) {
+        uint64_t room = h->part_size - h->part_filled;
+        size_t take = len < room ? len : (size_t)room;
+        EVP_DigestUpdate(h->md5, p, take);
+        h->part_filled += take;
+        p += take;
+        len -= take;
+        if (h->part_filled == h->part_size) {
+            unsigned char md[16];
+            unsigned int mdlen = 16;
+            EVP_DigestFinal_ex(h->md5, md, &mdlen);
+            EVP_DigestUpdate(h->of_parts, md, 16);
+            EVP_DigestInit_ex(h->md5, EVP_md5(), NULL);
+            h->part_filled = 0;
+            h->n_parts++;
+        }
+    }
+}
+
+/* Hashes the file range, in whichever thread calls it. */
+static void hasher_hash_file(struct hasher *h)
+{
+    unsigned char *buf = xmalloc(HASH_BUF_SIZE);
+    while (h->hashed < h->len && !atomic_load(&h->stop)) {
+        uint64_t left = h->len - h->hashed;
+        size_t want = left < HASH_BUF_SIZE ? (size_t)left : HASH_BUF_SIZE;
+        ssize_t r = pread(h->fd, buf, want, (off_t)(h->off + h->hashed));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            h->read_errno = r < 0 ? errno : EIO; /* EIO: the file shrank */
+            break;
+        }
+        hasher_feed(h, buf, (size_t)r);
+    }
+    free(buf);
+}
+
+static void *hasher_main(void *data)
+{
+    struct hasher *h = data;
+    if (h->from_file) {
+        hasher_hash_file(h);
+        return NULL;
+    }
+    pthread_mutex_lock(&h->mu);
+    for (;;) {
+        while (!atomic_load(&h->stop) && h->q_count == 0 && !h->final)
+            pthread_cond_wait(&h->work, &h->mu);
+        if (atomic_load(&h->stop) || h->q_count == 0)
+            break;
+        int i = h->queue[h->q_head];
+        pthread_mutex_unlock(&h->mu);
+        hasher_feed(h, h->pool[i], h->fill[i]);
+        pthread_mutex_lock(&h->mu);
+        h->q_head = (h->q_head + 1) % HASH_NBUF;
+        h->q_count--;
+        h->free_list[h->n_free++] = i;
+        pthread_cond_signal(&h->space);
+    }
+    pthread_mutex_unlock(&h->mu);
+    return NULL;
+}
+
+static void hasher_reset(struct hasher *h, uint64_t part_size)
+{
+    if (!h->md5) {
+        h->md5 = EVP_MD_CTX_new();
+        h->of_parts = EVP_MD_CTX_new();
+        pthread_mutex_init(&h->mu, NULL);
+        pthread_cond_init(&h->work, NULL);
+        pthread_cond_init(&h->space, NULL);
+    }
+    EVP_DigestInit_ex(h->md5, EVP_md5(), NULL);
+    EVP_DigestInit_ex(h->of_parts, EVP_md5(), NULL);
+    h->final = false;
+    atomic_store(&h->stop, false);
+    h->part_size = part_size;
+    h->hashed = 0;
+    h->read_errno = 0;
+    h->part_filled = 0;
+    h->n_parts = 0;
+    h->q_head = h->q_count = 0;
+    h->n_free = 0;
+    for (int i = 0; i < HASH_NBUF && !h->from_file; i++) {
+        if (!h->pool[i])
+            h->pool[i] = xmalloc(HASH_BUF_SIZE);
+        h->free_list[h->n_free++] = i;
+    }
+}
+
+static void hasher_spawn(struct hasher *h)
+{
+    h->threaded = pthread_create(&h->thread, NULL, hasher_main, h) == 0;
+    h->running = true;
+}
+
+/* Starts hashing [off, off + len) of fd (an upload's range). h: zeroed, or stopped or
+ * finished before. */
+static void hasher_start_file(struct hasher *h, int fd, uint64_t off, uint64_t len)
+{
+    h->from_file = true;
+    hasher_reset(h, 0);
+    h->fd = fd;
+    h->off = off;
+    h->len = len;
+    hasher_spawn(h);
+}
+
+/* Starts hashing buffers passed with hasher_get() / hasher_submit() (a download).
+ * part_size 0: one MD5; else the multipart ETag's parts of that size. */
+static void hasher_start_buffers(struct hasher *h, uint64_t part_size)
+{
+    h->from_file = false;
+    hasher_reset(h, part_size);
+    hasher_spawn(h);
+}
+
+/* A free buffer of HASH_BUF_SIZE to fill, waiting while the hasher is behind. */
+static int hasher_get(struct hasher *h)
+{
+    pthread_mutex_lock(&h->mu);
+    while (h->n_free == 0)
+        pthread_cond_wait(&h->space, &h->mu);
+    int i = h->free_list[--h->n_free];
+    pthread_mutex_unlock(&h->mu);
+    return i;
+}
+
+/* Hands buffer i, holding len bytes that follow every buffer submitted before, to the
+ * hasher; the buffer is the hasher's until hasher_get() returns it again. */
+static void hasher_submit(struct hasher *h, int i, size_t len)
+{
+    if (!h->threaded) {
+        hasher_feed(h, h->pool[i], len);
+        pthread_mutex_lock(&h->mu);
+        h->free_list[h->n_free++] = i;
+        pthread_mutex_unlock(&h->mu);
+        return;
+    }
+    pthread_mutex_lock(&h->mu);
+    h->fill[i] = len;
+    h->queue[(h->q_head + h->q_count) % HASH_NBUF] = i;
+    h->q_count++;
+    pthread_cond_signal(&h->work);
+    pthread_mutex_unlock(&h->mu);
+}
+
+static void hasher_join(struct hasher *h)
+{
+    if (h->threaded) {
+        pthread_mutex_lock(&h->mu);
+        pthread_cond_signal(&h->work);
+        pthread_mutex_unlock(&h->mu);
+        pthread_join(h->thread, NULL);
+    } else if (h->from_file && !atomic_load(&h->stop)) {
+        hasher_hash_file(h);
+    }
+    h->running = false;
+}
+
+/* Abandons a running hasher (the attempt failed, or the download starts over). */
+static void hasher_stop(struct hasher *h)
+{
+    if (!h->running)
+        return;
+    atomic_store(&h->stop, true);
+    hasher_join(h);
+}
+
+/*
+ * Waits for every byte to be hashed and joins the thread. Returns 0 with the checksum in
+ * out as S3 writes ETags ("<md5 hex>" or "<md5 hex>-<parts>") and the raw MD5 in md (may
+ * be NULL); or the errno of a failed read.
+ */
+static int hasher_finish(struct hasher *h, char out[48], unsigned char md[16])
+{
+    if (!h->running)
+        return EINVAL;
+    pthread_mutex_lock(&h->mu);
+    h->final = true;
+    pthread_mutex_unlock(&h->mu);
+    hasher_join(h);
+    if (h->read_errno)
+        return h->read_errno;
+    unsigned char d[16];
+    unsigned int mdlen = 16;
+    if (h->part_size) {
+        if (h->part_filled > 0 || h->n_parts == 0) {
+            EVP_DigestFinal_ex(h->md5, d, &mdlen);
+            EVP_DigestUpdate(h->of_parts, d, 16);
+            h->n_parts++;
+        }
+        EVP_DigestFinal_ex(h->of_parts, d, &mdlen);
+        hex(out, d, 16);
+        snprintf(out + 32, 48 - 32, "-%u", h->n_parts);
+    } else {
+        EVP_DigestFinal_ex(h->md5, d, &mdlen);
+        hex(out, d, 16);
+    }
+    if (md)
+        memcpy(md, d, 16);
+    return 0;
+}
+
+/* Stops the thread if it runs and frees what the hasher holds. */
+static void hasher_release(struct hasher *h)
+{
+    hasher_stop(h);
+    if (h->md5) {
+        EVP_MD_CTX_free(h->md5);
+        EVP_MD_CTX_free(h->of_parts);
+        pthread_mutex_destroy(&h->mu);
+        pthread_cond_destroy(&h->work);
+        pthread_cond_destroy(&h->space);
+    }
+    for (int i = 0; i < HASH_NBUF; i++)
+        free(h->pool[i]);
+    memset(h, 0, sizeof(*h));
+}
+
 /* --- one request ---------------------------------------------------------------------------- */
 
 struct xfer {
@@ -220,24 +512,27 @@ struct xfer {
     uint64_t in_off, in_len, in_pos;
     const char *in_mem; /* else this buffer, if not NULL */
     size_t in_mem_len;
-    EVP_MD_CTX *sent_md5; /* MD5 of the body bytes as curl read them (file bodies) */
-    bool sent_md5_ok;     /* false after a seek elsewhere than 0: no check */
-    unsigned char sent_md[16];
+    struct hasher hash;        /* upload: MD5 of the file range; download: of the file */
+    unsigned char sent_md[16]; /* an upload's MD5, once checked */
     const char *const *metadata;
     char range_from[32]; /* "" or "bytes=N-" */
     char if_match[84];   /* "" or "\"etag\"" */
     char part_size_meta[24];
 
     /* a download */
-    int out_fd; /* >= 0: a 200/206 body goes here */
-    uint64_t out_written;
-    uint64_t total_written; /* over every try of this download */
-    EVP_MD_CTX *md5_all;    /* whole object */
-    EVP_MD_CTX *md5_part;   /* current part, for multipart ETags */
-    EVP_MD_CTX *md5_of_parts;
-    uint64_t verify_part_size; /* 0: whole-object MD5 */
-    uint64_t part_filled;
-    unsigned n_parts_hashed;
+    int out_fd;                /* >= 0: a 200/206 body goes here */
+    int wbuf;                  /* the hasher's buffer being filled, or -1 */
+    uint64_t out_written;      /* bytes of this try's body */
+    uint64_t total_written;    /* over every try; in the file once flushed (after a try) */
+    unsigned char *own_buf;    /* the buffer being filled when nothing is hashed */
+    size_t wfill;              /* bytes in it */
+    struct s3_object_info obj; /* what a 200 told (have_obj): size, ETag, kind */
+    uint64_t obj_part_size;    /* its x-amz-meta-sluice-part-size, 0 if none */
+    bool have_obj;
+    bool obj_sized;         /* it had a Content-Length (else the size is what came) */
+    bool hashing;           /* its bytes are being hashed (the ETag is an MD5) */
+    char range_error[256];  /* why on_write refused a body, or "" */
+    char content_range[80]; /* the response's Content-Range */
 
     /* the response */
     long status;
@@ -263,6 +558,7 @@ static void xfer_reset_response(struct xfer *x)
     x->curl_err[0] = '\0';
     x->out_written = 0;
     x->in_pos = 0;
+    x->range_error[0] = x->content_range[0] = '\0';
 }
 
 static void xfer_init(struct xfer *x, struct s3_client *c, const char *method, const char *key,
@@ -276,6 +572,7 @@ static void xfer_init(struct xfer *x, struct s3_client *c, const char *method, c
     x->cancel = cancel;
     x->in_fd = -1;
     x->out_fd = -1;
+    x->wbuf = -1;
     strbuf_init(&x->body, 0);
     char *u = s3_url(c, key);
     x->what = xasprintf("%s %s", method, u);
@@ -290,14 +587,8 @@ static void xfer_release(struct xfer *x)
     free(x->url);
     free(x->what);
     strbuf_release(&x->body);
-    if (x->md5_all)
-        EVP_MD_CTX_free(x->md5_all);
-    if (x->md5_part)
-        EVP_MD_CTX_free(x->md5_part);
-    if (x->md5_of_parts)
-        EVP_MD_CTX_free(x->md5_of_parts);
-    if (x->sent_md5)
-        EVP_MD_CTX_free(x->sent_md5);
+    hasher_release(&x->hash);
+    free(x->own_buf);
     memset(x, 0, sizeof(*x));
 }
 
@@ -312,7 +603,8 @@ static size_t on_header(char *buf, size_t size, size_t n, void *data)
     size_t len = size * n;
     if (len >= 5 && !strncmp(buf, "HTTP/", 5)) {
         /* a new response (after 100 Continue): forget the previous one's headers */
-        x->etag[0] = x->resp_part_size[0] = x->bucket_region[0] = '\0';
+        x->etag[0] = x->resp_part_size[0] = x->bucket_region[0] = x->resp_kind[0] = '\0';
+        x->content_range[0] = '\0';
         x->have_length = false;
         return len;
     }
@@ -342,6 +634,9 @@ static size_t on_header(char *buf, size_t size, size_t n, void *data)
     } else if (header_is(buf, nlen, "x-amz-meta-sluice-kind")) {
         dst = x->resp_kind;
         cap = sizeof(x->resp_kind);
+    } else if (header_is(buf, nlen, "content-range")) {
+        dst = x->content_range;
+        cap = sizeof(x->content_range);
     } else if (header_is(buf, nlen, "x-amz-bucket-region")) {
         dst = x->bucket_region;
         cap = sizeof(x->bucket_region);
@@ -367,30 +662,118 @@ static size_t on_header(char *buf, size_t size, size_t n, void *data)
     return len;
 }
 
-/* Feeds bytes of a download to the checksum state. */
-static void hash_download(struct xfer *x, const unsigned char *p, size_t len)
+/* The buffer that received bytes go into: the hasher's when hashing, else our own. */
+static unsigned char *download_buffer(struct xfer *x)
 {
-    if (x->md5_all)
-        EVP_DigestUpdate(x->md5_all, p, len);
-    if (!x->verify_part_size)
-        return;
-    while (len > 0) {
-        uint64_t room = x->verify_part_size - x->part_filled;
-        size_t take = len < room ? len : (size_t)room;
-        EVP_DigestUpdate(x->md5_part, p, take);
-        x->part_filled += take;
-        p += take;
-        len -= take;
-        if (x->part_filled == x->verify_part_size) {
-            unsigned char md[16];
-            unsigned int mdlen = 16;
-            EVP_DigestFinal_ex(x->md5_part, md, &mdlen);
-            EVP_DigestUpdate(x->md5_of_parts, md, 16);
-            EVP_DigestInit_ex(x->md5_part, EVP_md5(), NULL);
-            x->part_filled = 0;
-            x->n_parts_hashed++;
-        }
+    if (!x->hashing) {
+        if (!x->own_buf)
+            x->own_buf = xmalloc(HASH_BUF_SIZE);
+        return x->own_buf;
     }
+    if (x->wbuf < 0)
+        x->wbuf = hasher_get(&x->hash);
+    return x->hash.pool[x->wbuf];
+}
+
+/* Writes the bytes gathered so far to the file and hands them to the hasher. Returns 0,
+ * or -1 with errno set. */
+static int download_flush(struct xfer *x)
+{
+    if (x->wfill == 0)
+        return 0;
+    const unsigned char *b = x->hashing ? x->hash.pool[x->wbuf] : x->own_buf;
+    for (size_t done = 0; done < x->wfill;) {
+        ssize_t w = write(x->out_fd, b + done, x->wfill - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            if (w == 0)
+                errno = EIO;
+            return -1;
+        }
+        done += (size_t)w;
+    }
+    if (x->hashing) {
+        hasher_submit(&x->hash, x->wbuf, x->wfill);
+        x->wbuf = -1;
+    }
+    x->wfill = 0;
+    return 0;
+}
+
+/* Truncates a download's file and forgets its bytes: the next body starts from zero. */
+static int download_restart(struct xfer *x)
+{
+    hasher_stop(&x->hash);
+    x->hashing = false;
+    x->wbuf = -1;
+    x->wfill = 0;
+    x->total_written = 0;
+    if (ftruncate(x->out_fd, 0) < 0 || lseek(x->out_fd, 0, SEEK_SET) < 0)
+        return -1;
+    return 0;
+}
+
+/*
+ * At the first body byte of a 200 or 206: a 200 is the whole object, and its headers say
+ * what the object is (size, ETag, part size, kind), which decides the check; a 206 must
+ * continue the same object exactly where the file ends. Returns false (the transfer fails,
+ * range_error says why) when it cannot be used.
+ */
+static bool download_begin(struct xfer *x, long status)
+{
+    if (status == 200) {
+        /* a first answer, or a server that ignored Range (If-Match held, so the same
+         * object): either way the body is the object from its first byte */
+        if ((x->total_written > 0 || x->hash.running) && download_restart(x) < 0) {
+            snprintf(x->range_error, sizeof(x->range_error), "cannot truncate: %s",
+                     strerror(errno));
+            return false;
+        }
+        memset(&x->obj, 0, sizeof(x->obj));
+        x->obj_sized = x->have_length;
+        x->obj.size = x->content_length;
+        snprintf(x->obj.etag, sizeof(x->obj.etag), "%s", x->etag);
+        snprintf(x->obj.kind, sizeof(x->obj.kind), "%s", x->resp_kind);
+        x->obj_part_size = strtoull(x->resp_part_size[0] ? x->resp_part_size : "0", NULL, 10);
+        x->have_obj = true;
+        const char *etag = x->obj.etag;
+        const char *dash = strchr(etag, '-');
+        bool plain = strlen(etag) == 32 && strspn(etag, "0123456789abcdef") == 32;
+        bool multi = dash && dash - etag == 32 && strspn(etag, "0123456789abcdef") == 32 &&
+                     x->obj_part_size > 0;
+        x->hashing = plain || multi;
+        if (x->hashing)
+            hasher_start_buffers(&x->hash, plain ? 0 : x->obj_part_size);
+        else
+            sl_debug("s3", "s3 GET %s: ETag %s is not an MD5: checking the length only", x->key,
+                     etag);
+        return true;
+    }
+    /* 206: "bytes START-END/TOTAL" must start where the file ends */
+    unsigned long long from = 0, to = 0, total = 0;
+    const char *cr = x->content_range;
+    char *e = NULL;
+    bool ok = !strncasecmp(cr, "bytes ", 6);
+    if (ok) {
+        from = strtoull(cr + 6, &e, 10);
+        ok = *e == '-';
+    }
+    if (ok) {
+        to = strtoull(e + 1, &e, 10);
+        ok = *e == '/';
+    }
+    if (ok)
+        total = strtoull(e + 1, &e, 10);
+    if (!ok || !x->have_obj || from != x->total_written || to < from ||
+        (x->obj_sized && total != x->obj.size)) {
+        snprintf(x->range_error, sizeof(x->range_error),
+                 "a partial answer (Content-Range '%s') that does not continue the %llu bytes "
+                 "received",
+                 cr, (unsigned long long)x->total_written);
+        return false;
+    }
+    return true;
 }
 
 static size_t on_write(char *buf, size_t size, size_t n, void *data)
@@ -400,16 +783,18 @@ static size_t on_write(char *buf, size_t size, size_t n, void *data)
     long status = 0;
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
     if (x->out_fd >= 0 && (status == 200 || status == 206)) {
-        size_t done = 0;
-        while (done < len) {
-            ssize_t w = write(x->out_fd, buf + done, len - done);
-            if (w < 0 && errno == EINTR)
-                continue;
-            if (w <= 0)
+        if (x->out_written == 0 && !download_begin(x, status))
+            return 0; /* CURLE_WRITE_ERROR */
+        for (size_t done = 0; done < len;) {
+            unsigned char *b = download_buffer(x);
+            size_t take =
+                len - done < HASH_BUF_SIZE - x->wfill ? len - done : HASH_BUF_SIZE - x->wfill;
+            memcpy(b + x->wfill, buf + done, take);
+            x->wfill += take;
+            done += take;
+            if (x->wfill == HASH_BUF_SIZE && download_flush(x) < 0)
                 return 0; /* CURLE_WRITE_ERROR */
-            done += (size_t)w;
         }
-        hash_download(x, (const unsigned char *)buf, len);
         x->out_written += len;
         x->total_written += len;
         return len;
@@ -436,7 +821,6 @@ static size_t on_read(char *buf, size_t size, size_t n, void *data)
                 continue;
             if (r <= 0)
                 return CURL_READFUNC_ABORT; /* the file shrank or cannot be read */
-            EVP_DigestUpdate(x->sent_md5, buf, (size_t)r);
             x->in_pos += (uint64_t)r;
             return (size_t)r;
         }
@@ -456,10 +840,6 @@ static int on_seek(void *data, curl_off_t offset, int origin)
     if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > len)
         return CURL_SEEKFUNC_CANTSEEK;
     x->in_pos = (uint64_t)offset;
-    if (x->sent_md5 && offset == 0)
-        EVP_DigestInit_ex(x->sent_md5, EVP_md5(), NULL);
-    else if (x->sent_md5)
-        x->sent_md5_ok = false;
     return CURL_SEEKFUNC_OK;
 }
 
@@ -559,10 +939,9 @@ static void xfer_prepare(struct xfer *x)
         free(owned[i]);
 
     if (x->in_fd >= 0) {
-        if (!x->sent_md5)
-            x->sent_md5 = EVP_MD_CTX_new();
-        EVP_DigestInit_ex(x->sent_md5, EVP_md5(), NULL);
-        x->sent_md5_ok = true;
+        /* every attempt hashes the range afresh, beside the transfer */
+        hasher_stop(&x->hash);
+        hasher_start_file(&x->hash, x->in_fd, x->in_off, x->in_len);
     }
     if (!x->easy)
         x->easy = curl_easy_init();
@@ -722,19 +1101,24 @@ static enum verdict xfer_judge(struct xfer *x, int *rc, struct strbuf *err)
 
 /*
  * After a successful upload: the ETag S3 returns is the MD5 of what it stored (but for
- * SSE-KMS and SSE-C objects); it must be the MD5 of what was read from the file. A
- * mismatch (bytes damaged on the way, or the file changing under us) is retried: the key
- * is overwritten, or the part sent again before the upload is completed.
+ * SSE-KMS and SSE-C objects); it must be the MD5 of the file's bytes, which the attempt's
+ * hasher computed beside the transfer. A mismatch (bytes damaged on the way, or the file
+ * changing under us) is retried: the key is overwritten, or the part sent again before
+ * the upload is completed. A file that can no longer be read fails at once.
  */
 static enum verdict check_sent(struct xfer *x, int *rc, struct strbuf *err)
 {
-    if (x->in_fd < 0 || !x->sent_md5)
+    if (x->in_fd < 0)
         return V_OK;
-    unsigned int mdlen = 16;
-    EVP_DigestFinal_ex(x->sent_md5, x->sent_md, &mdlen);
-    char got[33];
-    hex(got, x->sent_md, 16);
-    bool plain = strlen(x->etag) == 32 && strspn(x->etag, "0123456789abcdef") == 32;
+    char got[48];
+    int er = hasher_finish(&x->hash, got, x->sent_md);
+    if (er) {
+        strbuf_reset(err);
+        strbuf_addf(err, "s3 %s: cannot read the file to check it: %s", x->what,
+                    er == EIO ? "it shrank during the upload" : strerror(er));
+        *rc = SL_EIO;
+        return V_FAIL;
+    }
     if (x->in_pos != x->in_len) {
         strbuf_reset(err);
         strbuf_addf(err, "s3 %s: the server answered after %llu of %llu bytes", x->what,
@@ -742,10 +1126,11 @@ static enum verdict check_sent(struct xfer *x, int *rc, struct strbuf *err)
         *rc = SL_EIO;
         return V_RETRY;
     }
-    if (x->sent_md5_ok && plain && strcmp(x->etag, got) != 0) {
+    bool plain = strlen(x->etag) == 32 && strspn(x->etag, "0123456789abcdef") == 32;
+    if (plain && strcmp(x->etag, got) != 0) {
         strbuf_reset(err);
-        strbuf_addf(err, "s3 %s: the stored ETag %s is not the MD5 of the bytes sent (%s)", x->what,
-                    x->etag, got);
+        strbuf_addf(err, "s3 %s: the stored ETag %s is not the MD5 of the file's bytes (%s)",
+                    x->what, x->etag, got);
         *rc = SL_EIO;
         return V_RETRY;
     }
@@ -789,6 +1174,7 @@ static int xfer_run(struct xfer *x, struct strbuf *err)
             v = check_sent(x, &rc, err);
         if (v == V_OK)
             return 0;
+        hasher_stop(&x->hash); /* the attempt failed: its hash is of no use */
         if (v == V_FAIL || attempt >= x->c->max_attempts)
             return rc;
         sl_debug("s3", "%s, retrying (attempt %d of %d)", err->buf, attempt + 1,
@@ -893,8 +1279,8 @@ static int send_parts(struct s3_client *c, struct part *parts, unsigned n, const
     CURLM *multi = curl_multi_init();
     unsigned next = 0, done = 0, running = 0;
     int rc = 0;
-    /* parallel_parts easy handles and one hashing buffer serve every part, so memory does
-     * not grow with the number of parts */
+    /* parallel_parts easy handles serve every part, and a part's hasher is freed when the
+     * part is done, so memory does not grow with the number of parts */
     CURL **pool = xcalloc((size_t)c->parallel, sizeof(*pool));
     size_t n_pool = 0;
 
@@ -933,6 +1319,7 @@ static int send_parts(struct s3_client *c, struct part *parts, unsigned n, const
         curl_multi_perform(multi, &still);
         CURLMsg *m;
         int left;
+        bool freed = false; /* a slot came free: fill it before waiting */
         while ((m = curl_multi_info_read(multi, &left))) {
             if (m->msg != CURLMSG_DONE)
                 continue;
@@ -942,13 +1329,18 @@ static int send_parts(struct s3_client *c, struct part *parts, unsigned n, const
             p->x.cc = m->data.result;
             curl_multi_remove_handle(multi, m->easy_handle);
             running--;
+            freed = true;
             int prc = 0;
             struct strbuf e = STRBUF_INIT;
             enum verdict v = xfer_judge(&p->x, &prc, &e);
             if (v == V_OK)
                 v = check_sent(&p->x, &prc, &e);
-            if (v == V_OK)
+            if (v == V_OK) {
                 memcpy(p->md, p->x.sent_md, 16);
+                hasher_release(&p->x.hash);
+            } else {
+                hasher_stop(&p->x.hash);
+            }
             /* the handle goes back to the pool; the part keeps what it needs */
             pool[n_pool++] = p->x.easy;
             p->x.easy = NULL;
@@ -972,6 +1364,8 @@ static int send_parts(struct s3_client *c, struct part *parts, unsigned n, const
                 rc = SL_EIO;
                 break;
             }
+            if (freed)
+                continue;
             curl_multi_poll(multi, NULL, 0,
                             (int)(running ? (wait_ms < 200 ? wait_ms : 200) : wait_ms), NULL);
         }
@@ -1036,7 +1430,9 @@ static int put_multipart(struct s3_client *c, const char *key, int fd, uint64_t 
         p->x.in_off = p->off;
         p->x.in_len = p->len;
     }
+    int64_t t_parts = sl_wall_ms();
     rc = send_parts(c, parts, n, cancel, &e);
+    int64_t t_complete = sl_wall_ms();
 
     /* 3. complete (or abort) */
     if (rc == 0) {
@@ -1053,6 +1449,8 @@ static int put_multipart(struct s3_client *c, const char *key, int fd, uint64_t 
         fx.in_mem = body.buf;
         fx.in_mem_len = body.len;
         rc = xfer_run(&fx, &e);
+        sl_debug("s3", "%s: %u parts sent in %lld ms, completed in %lld ms", fx.what, n,
+                 (long long)(t_complete - t_parts), (long long)(sl_wall_ms() - t_complete));
         if (rc == 0) {
             /* the multipart ETag: MD5 of the parts' MD5s, "-N" */
             EVP_MD_CTX *ctx = EVP_MD_CTX_new();
@@ -1123,59 +1521,38 @@ int s3_put_file(struct s3_client *c, const char *key, const char *path, const ch
         return en == ENOENT ? SL_ENOENT : SL_EIO;
     }
     uint64_t size = (uint64_t)st.st_size;
-    int rc = size > c->threshold ? put_multipart(c, key, fd, size, metadata, cancel, info, err)
-                                 : put_single(c, key, fd, size, metadata, cancel, info, err);
+    /* above 5 GiB S3 refuses a single PUT, whatever the threshold says */
+    bool multipart = size > c->threshold || size > S3_MAX_PUT_SIZE;
+    int rc = multipart ? put_multipart(c, key, fd, size, metadata, cancel, info, err)
+                       : put_single(c, key, fd, size, metadata, cancel, info, err);
     close(fd);
     return rc;
 }
 
 /* --- downloads ------------------------------------------------------------------------------ */
 
-/* Starts (or restarts from zero) a download's checksum state, given what HEAD told. */
-static void download_reset(struct xfer *x, int fd)
-{
-    if (ftruncate(fd, 0) == 0)
-        lseek(fd, 0, SEEK_SET);
-    x->total_written = 0;
-    x->part_filled = 0;
-    x->n_parts_hashed = 0;
-    if (x->md5_all)
-        EVP_DigestInit_ex(x->md5_all, EVP_md5(), NULL);
-    if (x->md5_part)
-        EVP_DigestInit_ex(x->md5_part, EVP_md5(), NULL);
-    if (x->md5_of_parts)
-        EVP_DigestInit_ex(x->md5_of_parts, EVP_md5(), NULL);
-}
-
 /* After a complete download: 0 if the bytes match the ETag (when it is checkable). */
-static int verify_download(struct xfer *x, const char *etag, uint64_t size, struct strbuf *err)
+static int verify_download(struct xfer *x, struct strbuf *err)
 {
-    if (x->total_written != size) {
+    if (!x->obj_sized)
+        x->obj.size = x->total_written;
+    if (x->total_written != x->obj.size) {
         strbuf_addf(err, "s3 %s: got %llu bytes, the object has %llu", x->what,
-                    (unsigned long long)x->total_written, (unsigned long long)size);
+                    (unsigned long long)x->total_written, (unsigned long long)x->obj.size);
         return SL_EIO;
     }
-    unsigned char md[16];
-    unsigned int mdlen = 16;
-    char got[48];
-    if (x->verify_part_size) {
-        if (x->part_filled > 0 || x->n_parts_hashed == 0) {
-            EVP_DigestFinal_ex(x->md5_part, md, &mdlen);
-            EVP_DigestUpdate(x->md5_of_parts, md, 16);
-            x->n_parts_hashed++;
-        }
-        EVP_DigestFinal_ex(x->md5_of_parts, md, &mdlen);
-        hex(got, md, 16);
-        snprintf(got + 32, sizeof(got) - 32, "-%u", x->n_parts_hashed);
-    } else if (x->md5_all) {
-        EVP_DigestFinal_ex(x->md5_all, md, &mdlen);
-        hex(got, md, 16);
-    } else {
+    if (!x->hashing)
         return 0;
+    char got[48];
+    int er = hasher_finish(&x->hash, got, NULL);
+    if (er) {
+        strbuf_addf(err, "s3 %s: cannot read the download back to check it: %s", x->what,
+                    strerror(er));
+        return SL_EIO;
     }
-    if (strcmp(got, etag) != 0) {
+    if (strcmp(got, x->obj.etag) != 0) {
         strbuf_addf(err, "s3 %s: checksum mismatch: the bytes received hash to %s, the ETag is %s",
-                    x->what, got, etag);
+                    x->what, got, x->obj.etag);
         return SL_EIO;
     }
     return 0;
@@ -1188,25 +1565,10 @@ int s3_get_file(struct s3_client *c, const char *key, const char *path, const at
         strbuf_addstr(err, "s3 GET: no key or file");
         return SL_EINVAL;
     }
-    struct s3_object_info head;
     struct strbuf e = STRBUF_INIT;
     struct xfer x;
     char *tmp = xasprintf("%s.sluice-part", path);
     int fd = -1, rc;
-
-    /* HEAD first: size, ETag and our part size, so the bytes can be checked as they come */
-    xfer_init(&x, c, "HEAD", key, NULL, cancel);
-    rc = xfer_run(&x, &e);
-    uint64_t part_size = 0;
-    if (rc == 0) {
-        head.size = x.content_length;
-        snprintf(head.etag, sizeof(head.etag), "%s", x.etag);
-        snprintf(head.kind, sizeof(head.kind), "%s", x.resp_kind);
-        part_size = strtoull(x.resp_part_size[0] ? x.resp_part_size : "0", NULL, 10);
-    }
-    xfer_release(&x);
-    if (rc < 0)
-        goto cleanup;
 
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
@@ -1214,56 +1576,61 @@ int s3_get_file(struct s3_client *c, const char *key, const char *path, const at
         rc = errno == ENOENT ? SL_ENOENT : SL_EIO;
         goto cleanup;
     }
+    /* No HEAD first: the GET's own headers (size, ETag, part size, kind) set up the check
+     * at its first body byte (download_begin), which saves a round trip per object. */
     xfer_init(&x, c, "GET", key, NULL, cancel);
     x.out_fd = fd;
-    const char *dash = strchr(head.etag, '-');
-    bool plain = strlen(head.etag) == 32 && strspn(head.etag, "0123456789abcdef") == 32;
-    if (plain) {
-        x.md5_all = EVP_MD_CTX_new();
-        EVP_DigestInit_ex(x.md5_all, EVP_md5(), NULL);
-    } else if (dash && dash - head.etag == 32 && part_size > 0) {
-        x.verify_part_size = part_size;
-        x.md5_part = EVP_MD_CTX_new();
-        x.md5_of_parts = EVP_MD_CTX_new();
-        EVP_DigestInit_ex(x.md5_part, EVP_md5(), NULL);
-        EVP_DigestInit_ex(x.md5_of_parts, EVP_md5(), NULL);
-    } else {
-        sl_debug("s3", "s3 GET %s: ETag %s is not an MD5: checking the length only", key,
-                 head.etag);
-    }
-    if (head.etag[0])
-        snprintf(x.if_match, sizeof(x.if_match), "\"%s\"", head.etag);
     for (int attempt = 1;; attempt++) {
-        if (x.total_written > 0)
+        x.range_from[0] = x.if_match[0] = '\0';
+        if (x.total_written > 0 && x.have_obj && x.obj_sized) {
+            /* resume; If-Match: a changed object answers 412 rather than mixing versions */
             snprintf(x.range_from, sizeof(x.range_from), "bytes=%llu-",
                      (unsigned long long)x.total_written);
-        else
-            x.range_from[0] = '\0';
+            if (x.obj.etag[0])
+                snprintf(x.if_match, sizeof(x.if_match), "\"%s\"", x.obj.etag);
+        } else if (x.total_written > 0 && download_restart(&x) < 0) {
+            strbuf_reset(&e);
+            strbuf_addf(&e, "s3 GET: cannot truncate '%s': %s", tmp, strerror(errno));
+            rc = SL_EIO;
+            break;
+        }
         xfer_prepare(&x);
         x.cc = curl_easy_perform(x.easy);
-        enum verdict v = xfer_judge(&x, &rc, &e);
-        if (v == V_OK && x.range_from[0] && x.status == 200) {
-            /* the server ignored Range and sent everything from the start: we wrote it
-             * after what we had; start over with it as the whole */
-            v = V_RETRY;
+        if (download_flush(&x) < 0) {
+            strbuf_reset(&e);
+            strbuf_addf(&e, "s3 GET: cannot write '%s': %s", tmp, strerror(errno));
             rc = SL_EIO;
-            download_reset(&x, fd);
+            break;
+        }
+        if (x.range_error[0]) {
+            strbuf_reset(&e);
+            strbuf_addf(&e, "s3 %s: %s", x.what, x.range_error);
+            rc = SL_EIO;
+            break;
+        }
+        enum verdict v = xfer_judge(&x, &rc, &e);
+        if (v == V_OK && x.status == 200 && x.out_written == 0 && !download_begin(&x, 200)) {
+            /* an empty object: no body byte called download_begin */
+            strbuf_reset(&e);
+            strbuf_addf(&e, "s3 %s: %s", x.what, x.range_error);
+            rc = SL_EIO;
+            break;
         }
         if (v == V_OK) {
-            if (x.total_written < head.size) {
+            if (x.obj_sized && x.total_written < x.obj.size) {
                 /* a connection closed early without an error: resume */
                 v = V_RETRY;
                 rc = SL_ECONN;
                 strbuf_reset(&e);
                 strbuf_addf(&e, "s3 %s: the connection ended after %llu of %llu bytes", x.what,
-                            (unsigned long long)x.total_written, (unsigned long long)head.size);
+                            (unsigned long long)x.total_written, (unsigned long long)x.obj.size);
             } else {
-                rc = verify_download(&x, head.etag, head.size, &e);
+                rc = verify_download(&x, &e);
                 break;
             }
         }
         if (rc == SL_ECONFLICT) {
-            /* If-Match failed: the object changed under us; start again on the new one */
+            /* If-Match failed: the object changed under us */
             strbuf_addf(&e, " (the object changed during the download)");
             break;
         }
@@ -1278,6 +1645,8 @@ int s3_get_file(struct s3_client *c, const char *key, const char *path, const at
             break;
         }
     }
+    if (rc == 0 && info)
+        *info = x.obj;
     xfer_release(&x);
     /* no fsync: a staged input lost in a machine crash is staged again by the retry */
     if (close(fd) < 0 && rc == 0) {
@@ -1289,8 +1658,6 @@ int s3_get_file(struct s3_client *c, const char *key, const char *path, const at
         strbuf_addf(&e, "s3 GET: cannot rename '%s': %s", tmp, strerror(errno));
         rc = SL_EIO;
     }
-    if (rc == 0 && info)
-        *info = head;
 cleanup:
     if (fd >= 0)
         close(fd);

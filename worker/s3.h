@@ -12,20 +12,24 @@
  * whose parts are sent parallel_parts at a time (one curl multi handle, so the parts share
  * connections); a failed multipart upload is aborted so no parts are left behind.
  *
- * Integrity: the MD5 of every upload body is computed as curl reads it from the file and
- * compared with the ETag S3 returns (for a single PUT and for each part); a mismatch is
- * retried. (Content-MD5 would need a second pass over the file before sending, which
- * costs a full read of a 1 GiB object.) A multipart object records its part size in
+ * Integrity: the MD5 of every upload body (a single PUT, each part) is computed by a
+ * hashing thread beside the transfer, reading the same range of the file (from the page
+ * cache), and compared with the ETag S3 returns; a mismatch is retried, hashed afresh.
+ * (Content-MD5 would have to be known before sending: a full read of the file before
+ * the first byte goes out.) A multipart object records its part size in
  * x-amz-meta-sluice-part-size, so a download can recompute the multipart ETag (MD5 of the
- * parts' MD5s, "-N"); a single-part object's ETag is the MD5 of its bytes. A download
- * whose bytes do not match is an error (SL_EIO) and its file is removed. Objects whose
- * ETag is not an MD5 (SSE-KMS, SSE-C, or multipart without our metadata) are checked for
- * length only.
+ * parts' MD5s, "-N"); a single-part object's ETag is the MD5 of its bytes. A download is
+ * one GET (no HEAD first: its own headers give the size, ETag and part size) whose bytes
+ * are gathered in buffers of 512 KiB, each written to the file and then hashed by a
+ * hashing thread; a download whose bytes do not match is an error (SL_EIO) and its file
+ * is removed. Objects whose ETag is not an
+ * MD5 (SSE-KMS, SSE-C, or multipart without our metadata) are checked for length only.
  *
  * Retries: connection failures, resets, timeouts, 500/502/503/504 (503 SlowDown included)
  * and 429 are retried up to max_attempts times per request with exponential backoff and
  * full jitter; a download resumes where it stopped (Range + If-Match on the ETag, so a
- * changed object restarts the attempt from zero rather than mixing two versions).
+ * changed object fails with SL_ECONFLICT rather than mixing two versions; a server that
+ * ignores Range and sends the whole object again is taken from its first byte).
  * 403 (AccessDenied, SignatureDoesNotMatch, ...), 404 (NoSuchKey, NoSuchBucket) and
  * other 4xx are not retried: they come back at once with S3's code and message.
  *
@@ -47,7 +51,9 @@
  * read-only afterwards, so any number of threads may run transfers on one client at
  * once (each call uses curl handles of its own). Every call blocks until its transfer is
  * done; a caller that must be able to stop one passes a cancel flag (set from any
- * thread) and gets SL_EIO with "cancelled" within about a second.
+ * thread) and gets SL_EIO with "cancelled" within about a second. A transfer runs one
+ * hashing thread per request in flight (up to parallel_parts for a multipart upload),
+ * each with a 512 KiB buffer (four for a download), all joined before the call returns.
  */
 #ifndef SLUICE_WORKER_S3_H
 #define SLUICE_WORKER_S3_H
@@ -66,6 +72,7 @@
 #define S3_DEFAULT_MAX_ATTEMPTS  5
 #define S3_DEFAULT_RETRY_BASE_MS 200
 #define S3_MAX_PARTS             10000
+#define S3_MAX_PUT_SIZE          (5ull << 30) /* S3's limit for one PUT: larger is multipart */
 
 struct s3_config {
     const char *endpoint;          /* "https://s3.eu-west-3.amazonaws.com", "http://127.0.0.1:9000";
@@ -77,7 +84,7 @@ struct s3_config {
     const char *access_key_id;     /* NULL: unsigned requests (a public bucket) */
     const char *secret_access_key; /* with access_key_id */
     const char *session_token;     /* NULL: none */
-    uint64_t multipart_threshold;  /* bytes; above it, multipart; 0: 64 MiB */
+    uint64_t multipart_threshold;  /* bytes; above it (or 5 GiB), multipart; 0: 64 MiB */
     uint64_t part_size;            /* bytes, >= 5 MiB; 0: 16 MiB (grown to fit 10000 parts) */
     int parallel_parts;            /* parts in flight at once; 0: 4 */
     int max_attempts;              /* tries per request; 0: 5 */

@@ -4,9 +4,10 @@
  * s3rver (tests/harness) on loopback checks every request's Signature V4 against its
  * fixed credentials, so a round trip also proves the signing of real requests. Faults
  * come from a small TCP proxy in this file, put between the client and s3rver: it answers
- * 503 SlowDown, or cuts a connection after a number of bytes in either direction, per
- * connection as scripted, and records each request line so a test can see the retries
- * (a resumed download's Range header, say).
+ * 503 SlowDown, cuts a connection after a number of bytes in either direction, damages
+ * request bytes, hides a Range header, or rewrites the ETag S3 answers, per connection as
+ * scripted, and records each request line so a test can see the retries (a resumed
+ * download's Range header, say).
  */
 #define _DEFAULT_SOURCE /* wait4(), for a child's peak RSS */
 #include "worker/s3.h"
@@ -21,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <openssl/evp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -123,7 +125,16 @@ static void assert_same_file(const char *a, const char *b)
 
 /* --- the fault proxy -------------------------------------------------------------------- */
 
-enum fault { F_FORWARD, F_SLOWDOWN, F_FORBIDDEN, F_CUT_RESPONSE, F_CUT_REQUEST, F_CORRUPT_REQUEST };
+enum fault {
+    F_FORWARD,
+    F_SLOWDOWN,
+    F_FORBIDDEN,
+    F_CUT_RESPONSE,
+    F_CUT_REQUEST,
+    F_CORRUPT_REQUEST,  /* one byte at cut_after, once per connection */
+    F_CORRUPT_REQUESTS, /* one byte every cut_after bytes: every request on it */
+    F_STRIP_RANGE,      /* "Range:" becomes "Xange:": the server sends the whole object */
+};
 
 struct proxy {
     int listen_fd;
@@ -135,6 +146,7 @@ struct proxy {
     size_t n_script;
     uint64_t cut_after; /* bytes, for the F_CUT_* faults */
     bool fault_forever; /* every connection gets script[0] */
+    char etag[80];      /* not "": every response's ETag value becomes this */
     int connections;
     int faults;
     struct strbuf requests; /* every request line seen, one per line */
@@ -170,6 +182,26 @@ static void record_requests(struct proxy *p, const char *buf, size_t len)
     pthread_mutex_unlock(&p->mu);
 }
 
+/* Writes buf to client with its ETag header's value replaced by p->etag; false if buf has
+ * no ETag header (a header block arrives in one read: good enough for the tests). */
+static bool rewrite_etag(struct proxy *p, int client, const char *buf, size_t n)
+{
+    const char *h = NULL;
+    for (size_t i = 0; !h && i + 9 <= n; i++)
+        if (!memcmp(buf + i, "\r\nETag: \"", 9))
+            h = buf + i;
+    const char *end = h ? memchr(h + 9, '"', n - (size_t)(h + 9 - buf)) : NULL;
+    if (!end)
+        return false;
+    struct strbuf out = STRBUF_INIT;
+    strbuf_add(&out, buf, (size_t)(h + 9 - buf));
+    strbuf_addstr(&out, p->etag);
+    strbuf_add(&out, end, n - (size_t)(end - buf));
+    (void)!write(client, out.buf, out.len);
+    strbuf_release(&out);
+    return true;
+}
+
 static void pump(struct proxy *p, int client, enum fault f)
 {
     int up = socket(AF_INET, SOCK_STREAM, 0);
@@ -196,6 +228,14 @@ static void pump(struct proxy *p, int client, enum fault f)
             if (f == F_CORRUPT_REQUEST && to_up <= p->cut_after &&
                 to_up + (uint64_t)n > p->cut_after)
                 buf[p->cut_after - to_up] ^= 0x5a; /* one byte of the body, once */
+            if (f == F_CORRUPT_REQUESTS)
+                for (uint64_t at = (to_up / p->cut_after + 1) * p->cut_after;
+                     at < to_up + (uint64_t)n; at += p->cut_after)
+                    buf[at - to_up] ^= 0x5a;
+            if (f == F_STRIP_RANGE)
+                for (ssize_t i = 0; i + 8 <= n; i++)
+                    if (!memcmp(buf + i, "\r\nRange:", 8))
+                        buf[i + 2] = 'X';
             if (f == F_CUT_REQUEST && to_up + (uint64_t)n > p->cut_after) {
                 (void)!write(up, buf, (size_t)(p->cut_after - to_up));
                 break;
@@ -211,6 +251,10 @@ static void pump(struct proxy *p, int client, enum fault f)
             if (f == F_CUT_RESPONSE && to_client + (uint64_t)n > p->cut_after) {
                 (void)!write(client, buf, (size_t)(p->cut_after - to_client));
                 break;
+            }
+            if (p->etag[0] && rewrite_etag(p, client, buf, (size_t)n)) {
+                to_client += (uint64_t)n;
+                continue;
             }
             if (write(client, buf, (size_t)n) != n)
                 break;
@@ -573,10 +617,10 @@ START_TEST(test_s3_download_resumes_after_reset)
     char *src = random_file("rs.bin", 3 * 1024 * 1024 + 11, 7);
     ck_assert_int_eq(s3_put_file(direct, "rs/obj", src, NULL, NULL, NULL, &err), 0);
 
-    /* connection 0 is the HEAD, 1 the GET, cut after 1 MiB of its response */
+    /* connection 0 is the GET (no HEAD before it), cut after 1 MiB of its response */
     struct proxy p;
-    enum fault script[] = {F_FORWARD, F_CUT_RESPONSE};
-    proxy_start(&p, script, 2, 1024 * 1024);
+    enum fault script[] = {F_CUT_RESPONSE};
+    proxy_start(&p, script, 1, 1024 * 1024);
     char *ep = proxy_endpoint(&p);
     struct s3_client *c = client_for(ep, NULL, 0);
     char *dst = xasprintf("%s/rs.out", tmpdir);
@@ -587,12 +631,185 @@ START_TEST(test_s3_download_resumes_after_reset)
     /* the second GET asked for the rest only */
     ck_assert_msg(strstr(p.requests.buf, "Range: bytes=") != NULL, "no ranged GET in:\n%s",
                   p.requests.buf);
+    ck_assert_msg(strstr(p.requests.buf, "HEAD ") == NULL, "a HEAD before the GET:\n%s",
+                  p.requests.buf);
     free(src);
     free(dst);
     free(ep);
     strbuf_release(&err);
     s3_client_free(c);
     s3_client_free(direct);
+    proxy_stop(&p);
+}
+END_TEST
+
+/* A server that ignores Range on the resumed GET sends the whole object again (200): the
+ * download starts over from it instead of appending it to what it had. */
+START_TEST(test_s3_download_range_ignored_restarts)
+{
+    struct s3_client *direct = client_for(srv.endpoint, NULL, 0);
+    struct strbuf err = STRBUF_INIT;
+    char *src = random_file("ri.bin", 3 * 1024 * 1024 + 5, 12);
+    ck_assert_int_eq(s3_put_file(direct, "ri/obj", src, NULL, NULL, NULL, &err), 0);
+    struct proxy p;
+    enum fault script[] = {F_CUT_RESPONSE, F_STRIP_RANGE};
+    proxy_start(&p, script, 2, 1024 * 1024);
+    char *ep = proxy_endpoint(&p);
+    struct s3_client *c = client_for(ep, NULL, 0);
+    char *dst = xasprintf("%s/ri.out", tmpdir);
+    struct s3_object_info info;
+    int rc = s3_get_file(c, "ri/obj", dst, NULL, &info, &err);
+    ck_assert_msg(rc == 0, "get through a reset and an ignored Range: %s", err.buf);
+    assert_same_file(src, dst);
+    ck_assert_uint_eq(info.size, 3 * 1024 * 1024 + 5);
+    ck_assert_int_eq(p.faults, 2);
+    int gets = 0;
+    for (const char *q = p.requests.buf; (q = strstr(q, "GET /art/ri/obj")); q++)
+        gets++;
+    ck_assert_int_eq(gets, 2);
+    free(src);
+    free(dst);
+    free(ep);
+    strbuf_release(&err);
+    s3_client_free(c);
+    s3_client_free(direct);
+    proxy_stop(&p);
+}
+END_TEST
+
+/* S3's multipart ETag of a file cut in parts of part_size: MD5 of the parts' MD5s, "-N";
+ * computed here independently of worker/s3.c. */
+static void multipart_etag(char out[48], const char *path, uint64_t part_size)
+{
+    FILE *f = fopen(path, "rb");
+    ck_assert_ptr_nonnull(f);
+    unsigned char *buf = xmalloc(part_size), md[16], all[16];
+    unsigned int len = 16;
+    EVP_MD_CTX *of_parts = EVP_MD_CTX_new(), *part = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(of_parts, EVP_md5(), NULL);
+    unsigned n = 0;
+    size_t got;
+    while ((got = fread(buf, 1, part_size, f)) > 0) {
+        EVP_DigestInit_ex(part, EVP_md5(), NULL);
+        EVP_DigestUpdate(part, buf, got);
+        EVP_DigestFinal_ex(part, md, &len);
+        EVP_DigestUpdate(of_parts, md, 16);
+        n++;
+    }
+    EVP_DigestFinal_ex(of_parts, all, &len);
+    for (int i = 0; i < 16; i++)
+        snprintf(out + 2 * i, 3, "%02x", all[i]);
+    snprintf(out + 32, 16, "-%u", n);
+    EVP_MD_CTX_free(of_parts);
+    EVP_MD_CTX_free(part);
+    fclose(f);
+    free(buf);
+}
+
+/* s3rver gives a multipart object the MD5 of its bytes as ETag; AWS, MinIO and Ceph give
+ * "<MD5 of the parts' MD5s>-<parts>". The proxy plays the latter: a download recomputes it
+ * part by part (x-amz-meta-sluice-part-size) and accepts the right one, refuses a wrong one
+ * and leaves nothing behind. */
+START_TEST(test_s3_download_checks_multipart_etag)
+{
+    struct s3_client *direct = client_for(srv.endpoint, NULL, S3_MIN_PART_SIZE);
+    struct strbuf err = STRBUF_INIT;
+    uint64_t size = 12ull * 1024 * 1024 + 3; /* parts of 5, 5 and 2 MiB + 3 bytes */
+    char *src = random_file("me.bin", size, 13);
+    ck_assert_int_eq(s3_put_file(direct, "me/obj", src, NULL, NULL, NULL, &err), 0);
+    char want[48];
+    multipart_etag(want, src, S3_MIN_PART_SIZE);
+    ck_assert_msg(strstr(want, "-3") != NULL, "%s", want);
+
+    struct proxy p;
+    proxy_start(&p, NULL, 0, 0);
+    snprintf(p.etag, sizeof(p.etag), "%s", want);
+    char *ep = proxy_endpoint(&p);
+    struct s3_client *c = client_for(ep, NULL, 0);
+    char *dst = xasprintf("%s/me.out", tmpdir);
+    struct s3_object_info info;
+    int rc = s3_get_file(c, "me/obj", dst, NULL, &info, &err);
+    ck_assert_msg(rc == 0, "get with the multipart ETag %s: %s", want, err.buf);
+    ck_assert_str_eq(info.etag, want);
+    assert_same_file(src, dst);
+    unlink(dst);
+
+    /* the same bytes with another multipart ETag: refused */
+    p.etag[0] = p.etag[0] == '0' ? '1' : '0';
+    strbuf_reset(&err);
+    rc = s3_get_file(c, "me/obj", dst, NULL, NULL, &err);
+    ck_assert_int_eq(rc, SL_EIO);
+    ck_assert_msg(strstr(err.buf, "checksum mismatch") && strstr(err.buf, want), "%s", err.buf);
+    ck_assert_int_ne(access(dst, F_OK), 0);
+    char *part = xasprintf("%s.sluice-part", dst);
+    ck_assert_int_ne(access(part, F_OK), 0);
+    free(part);
+    free(src);
+    free(dst);
+    free(ep);
+    strbuf_release(&err);
+    s3_client_free(c);
+    s3_client_free(direct);
+    proxy_stop(&p);
+}
+END_TEST
+
+/* A part damaged on the way: its hasher (beside the transfer) gives a different MD5 than
+ * the part's ETag, the part alone is sent again, hashed afresh, and the object is right. */
+START_TEST(test_s3_multipart_corrupt_part_resent)
+{
+    /* connection 0 creates the upload, 1 carries the first part, damaged 1 MiB into it */
+    struct proxy p;
+    enum fault script[] = {F_FORWARD, F_CORRUPT_REQUEST};
+    proxy_start(&p, script, 2, 1024 * 1024);
+    char *ep = proxy_endpoint(&p);
+    struct s3_client *c = client_for(ep, NULL, S3_MIN_PART_SIZE);
+    struct strbuf err = STRBUF_INIT;
+    char *src = random_file("mc.bin", 12 * 1024 * 1024, 14);
+    int rc = s3_put_file(c, "mc/obj", src, NULL, NULL, NULL, &err);
+    ck_assert_msg(rc == 0, "multipart through a corrupting proxy: %s", err.buf);
+    ck_assert_int_eq(p.faults, 1);
+    int parts = 0;
+    for (const char *q = p.requests.buf; (q = strstr(q, "PUT /art/mc/obj?partNumber=")); q++)
+        parts++;
+    ck_assert_int_eq(parts, 4); /* three parts, the damaged one twice */
+    struct s3_client *direct = client_for(srv.endpoint, NULL, 0);
+    char *dst = xasprintf("%s/mc.out", tmpdir);
+    ck_assert_int_eq(s3_get_file(direct, "mc/obj", dst, NULL, NULL, &err), 0);
+    assert_same_file(src, dst);
+    free(src);
+    free(dst);
+    free(ep);
+    strbuf_release(&err);
+    s3_client_free(c);
+    s3_client_free(direct);
+    proxy_stop(&p);
+}
+END_TEST
+
+/* Every attempt damaged: each one's check fails, and after max_attempts the upload fails
+ * with the reason instead of leaving a bad object reported as stored. */
+START_TEST(test_s3_upload_always_corrupted_fails)
+{
+    struct proxy p;
+    enum fault script[] = {F_CORRUPT_REQUESTS};
+    proxy_start(&p, script, 1, 200 * 1000);
+    p.fault_forever = true;
+    char *ep = proxy_endpoint(&p);
+    struct s3_client *c = client_for(ep, NULL, 0); /* 4 attempts */
+    struct strbuf err = STRBUF_INIT;
+    char *src = random_file("ac.bin", 1000 * 1000, 15);
+    int rc = s3_put_file(c, "ac/obj", src, NULL, NULL, NULL, &err);
+    ck_assert_int_eq(rc, SL_EIO);
+    ck_assert_msg(strstr(err.buf, "is not the MD5 of the file's bytes"), "%s", err.buf);
+    int puts = 0;
+    for (const char *q = p.requests.buf; (q = strstr(q, "PUT /art/ac/obj")); q++)
+        puts++;
+    ck_assert_int_eq(puts, 4);
+    free(src);
+    free(ep);
+    strbuf_release(&err);
+    s3_client_free(c);
     proxy_stop(&p);
 }
 END_TEST
@@ -723,6 +940,10 @@ Suite *suite_integration_s3(void)
     tcase_add_test(tc, test_s3_download_resumes_after_reset);
     tcase_add_test(tc, test_s3_multipart_part_retried_after_reset);
     tcase_add_test(tc, test_s3_gives_up_after_max_attempts);
+    tcase_add_test(tc, test_s3_download_range_ignored_restarts);
+    tcase_add_test(tc, test_s3_download_checks_multipart_etag);
+    tcase_add_test(tc, test_s3_multipart_corrupt_part_resent);
+    tcase_add_test(tc, test_s3_upload_always_corrupted_fails);
     suite_add_tcase(s, tc);
     TCase *large = tcase_create("s3_large");
     tcase_add_unchecked_fixture(large, setup, teardown);

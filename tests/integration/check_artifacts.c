@@ -297,6 +297,51 @@ START_TEST(test_artifacts_templates_render_locations)
 }
 END_TEST
 
+/*
+ * The fan-in of a fanned-out step's artifact: as an input, each item's artifact at
+ * <path>/<index>; in a command, the JSON list of their locations (shared paths with fs).
+ */
+START_TEST(test_artifacts_fan_in)
+{
+    char *root = use_fs("fanin");
+    char *dag = xasprintf("%s/fanin.yaml", tmp);
+    char *seen = xasprintf("%s/seen-fanin.txt", tmp);
+    FILE *f = fopen(dag, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f,
+            "name: fanin\n"
+            "steps:\n"
+            "  - name: parts\n"
+            "    for_each: [a, b, c]\n"
+            "    workdir: \"{{ attempt.dir }}\"\n"
+            "    command: [/bin/sh, -c, 'echo \"$1\" > part.txt', sh, \"{{ item }}\"]\n"
+            "    outputs: {artifacts: {part: part.txt}}\n"
+            "  - name: join\n"
+            "    depends_on: [parts]\n"
+            "    workdir: \"{{ attempt.dir }}\"\n"
+            "    command: [/bin/sh, -c, 'cat in/0 in/1 in/2 > %s; echo \"$1\" >> %s', sh,\n"
+            "              \"{{ steps.parts.outputs.artifacts.part }}\"]\n"
+            "    inputs: {artifacts: {part: {from: \"{{ steps.parts.outputs.artifacts.part }}\", "
+            "path: in}}}\n",
+            seen, seen);
+    fclose(f);
+    char *run = dag_test(dag, "fanin", NULL);
+    char *text = file_text(seen);
+    ck_assert_msg(!strncmp(text, "a\nb\nc\n[", 7), "%s", text);
+    for (int i = 0; i < 3; i++) {
+        char *want = xasprintf("\"%s/fanin/%s/parts/%d/1/part\"", root, run, i);
+        ck_assert_msg(strstr(text, want), "%s not in %s", want, text);
+        free(want);
+    }
+    ck_assert_ptr_null(strstr(text, "SLUICE_ARTIFACT_BASE"));
+    free(text);
+    free(run);
+    free(seen);
+    free(dag);
+    free(root);
+}
+END_TEST
+
 /* A declared output the step did not write fails the step with a clear reason. */
 START_TEST(test_artifacts_missing_output_fails_step)
 {
@@ -582,6 +627,7 @@ Suite *suite_integration_artifacts(void)
     tcase_add_test(tc, test_artifacts_iris_s3);
     tcase_add_test(tc, test_artifacts_iris_fs);
     tcase_add_test(tc, test_artifacts_templates_render_locations);
+    tcase_add_test(tc, test_artifacts_fan_in);
     tcase_add_test(tc, test_artifacts_missing_output_fails_step);
     tcase_add_test(tc, test_artifacts_failed_upload_is_transient);
     tcase_add_test(tc, test_artifacts_cli_round_trip);

@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fnmatch.h>
+#include <pthread.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -52,20 +53,55 @@ void gitauth_begin(struct gitauth *a)
     a->cert_error = NULL;
 }
 
+static pthread_mutex_t ca_lock = PTHREAD_MUTEX_INITIALIZER;
+static char *ca_in_use; /* what libgit2 was pointed at; NULL: nothing yet */
+
 int gitauth_use_ca(const char *ca_file, struct strbuf *err)
 {
     const char *ca = ca_file && *ca_file ? ca_file : SYSTEM_CA_BUNDLE;
     if (ca_file && *ca_file && access(ca, R_OK) < 0) {
-        strbuf_addf(err, "cannot read git.ca_file %s: %s", ca, strerror(errno));
+        strbuf_addf(err, "cannot read git.ca_file '%s': %s", ca, strerror(errno));
         return SL_EINVAL;
     }
-    if (access(ca, R_OK) == 0 && git_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS, ca, NULL) < 0) {
-        const git_error *e = git_error_last();
-        strbuf_addf(err, "cannot use the CA certificates in %s: %s", ca,
-                    e && e->message ? e->message : "unknown libgit2 error");
-        return SL_EINVAL;
+    if (access(ca, R_OK) < 0)
+        return 0; /* no system bundle: libgit2's own defaults */
+    int rc = 0;
+    pthread_mutex_lock(&ca_lock);
+    if (!ca_in_use || strcmp(ca_in_use, ca) != 0) {
+        if (!ca_in_use)
+            git_libgit2_init(); /* kept: the setting lives as long as libgit2's globals */
+        if (git_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS, ca, NULL) < 0) {
+            const git_error *e = git_error_last();
+            strbuf_addf(err, "cannot use the CA certificates in '%s': %s", ca,
+                        e && e->message ? e->message : "unknown libgit2 error");
+            rc = SL_EINVAL;
+        } else {
+            free(ca_in_use);
+            ca_in_use = xstrdup(ca);
+        }
     }
-    return 0;
+    pthread_mutex_unlock(&ca_lock);
+    return rc;
+}
+
+char *gitauth_shareable_url(const char *url)
+{
+    const char *scheme = strstr(url, "://");
+    if (!scheme)
+        return xstrdup(url); /* scp-like user@host:path: no password can be written */
+    const char *host = scheme + 3;
+    const char *end = host + strcspn(host, "/");
+    const char *at = NULL;
+    for (const char *p = host; p < end; p++)
+        if (*p == '@')
+            at = p;
+    if (!at)
+        return xstrdup(url);
+    bool http = !strncmp(url, "http://", 7) || !strncmp(url, "https://", 8);
+    const char *colon = memchr(host, ':', (size_t)(at - host));
+    if (http || !colon)
+        return http ? xasprintf("%.*s%s", (int)(host - url), url, at + 1) : xstrdup(url);
+    return xasprintf("%.*s%s", (int)(colon - url), url, at);
 }
 
 /* --- known_hosts ---------------------------------------------------------------------- */
@@ -187,6 +223,9 @@ bool gitauth_known_host(const char *text, const char *host, const unsigned char 
 int gitauth_credentials(git_credential **out, struct gitauth *a, const char *user_from_url,
                         unsigned int allowed)
 {
+    const char *name = a->username ? a->username : user_from_url ? user_from_url : "git";
+    if (allowed == GIT_CREDENTIAL_USERNAME) /* ssh's first question, when the URL has none */
+        return git_credential_username_new(out, name);
     if (a->cred_calls++ > 0) {
         git_error_set_str(GIT_ERROR_NET, "authentication failed: the server refused the "
                                          "configured credentials");
@@ -216,14 +255,14 @@ int gitauth_certificate(struct gitauth *a, git_cert *cert, int valid, const char
     if (!(hk->type & GIT_CERT_SSH_RAW)) {
         a->cert_error = xasprintf("the ssh host key of %s cannot be checked", host);
     } else if (!a->known_hosts_file || strbuf_read_file(&text, a->known_hosts_file, 1 << 20) < 0) {
-        a->cert_error = xasprintf("cannot read git.known_hosts_file %s",
+        a->cert_error = xasprintf("cannot read git.known_hosts_file '%s'",
                                   a->known_hosts_file ? a->known_hosts_file : "(unset)");
     } else {
         ok =
             gitauth_known_host(text.buf, host, (const unsigned char *)hk->hostkey, hk->hostkey_len);
         if (!ok)
             a->cert_error =
-                xasprintf("the ssh host key of %s is not in %s", host, a->known_hosts_file);
+                xasprintf("the ssh host key of %s is not in '%s'", host, a->known_hosts_file);
     }
     strbuf_release(&text);
     return ok ? 0 : GIT_ECERTIFICATE;

@@ -17,6 +17,7 @@
 
 #include "common/arena.h"
 #include "common/error.h"
+#include "common/gitauth.h"
 #include "common/log.h"
 #include "common/strbuf.h"
 #include "common/timeutil.h"
@@ -601,7 +602,7 @@ static int load_run(struct scheduler *s, const struct store_run *sr, int64_t now
         goto out;
     }
     if (s->o.git.url && sr->commit_sha) { /* inputs "from: git" */
-        char *url = gitsync_redact_url(s->o.git.url);
+        char *url = gitauth_shareable_url(s->o.git.url);
         engine_run_set_repo(r->er, url, sr->commit_sha);
         free(url);
     }

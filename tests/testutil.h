@@ -6,6 +6,7 @@
 
 #include <check.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 /* Every suite's constructor, from the generated list (see the Makefile). */
 #define SUITE(name) Suite *suite_##name(void);
@@ -37,7 +38,7 @@ struct test_git_https {
     char *dir;      /* the CA, the server's key and certificate */
     char *ca;       /* the private CA's certificate (PEM) */
     char *url_base; /* "https://localhost:<port>" (mbedTLS matches names only) */
-    int pid;
+    pid_t pid;
 };
 void test_git_https_start(struct test_git_https *h, const char *repos_dir, const char *user,
                           const char *password);

@@ -44,7 +44,7 @@ struct artifacts_repo {
     char *base; /* artifacts_base() */
     /* `from: git`: the git.* credentials, copied for each fetch (common/gitauth.h) */
     struct gitauth git;
-    char *git_ca_file;
+    char *git_ca_file, *git_password_file;
 };
 
 /* --- paths ----------------------------------------------------------------------------- */
@@ -238,27 +238,16 @@ static void free_secret(char *s)
     }
 }
 
-/* The credentials `from: git` inputs fetch with: git.username, git.password (else the
- * first line of git.password_file), git.ssh_key_file, git.known_hosts_file, git.ca_file. */
-static int open_git_auth(struct artifacts_repo *r, const struct sl_config *c, struct strbuf *err)
+/* The credentials `from: git` inputs fetch with: git.username, git.password,
+ * git.ssh_key_file, git.known_hosts_file, git.ca_file; git.password_file is read when a
+ * fetch needs it (a process that never fetches, the API say, need not have it). */
+static void open_git_auth(struct artifacts_repo *r, const struct sl_config *c)
 {
-    struct strbuf pw = STRBUF_INIT;
-    if ((!c->git.password || !*c->git.password) && c->git.password_file && *c->git.password_file) {
-        if (strbuf_read_file(&pw, c->git.password_file, 64 * 1024) < 0) {
-            strbuf_addf(err, "cannot read git.password_file %s\n", c->git.password_file);
-            strbuf_release(&pw);
-            return SL_EINVAL;
-        }
-        while (pw.len && (pw.buf[pw.len - 1] == '\n' || pw.buf[pw.len - 1] == '\r'))
-            pw.buf[--pw.len] = '\0';
-    }
-    gitauth_init(&r->git, c->git.username, pw.len ? pw.buf : c->git.password, c->git.ssh_key_file,
+    gitauth_init(&r->git, c->git.username, c->git.password, c->git.ssh_key_file,
                  c->git.known_hosts_file);
     r->git_ca_file = c->git.ca_file && *c->git.ca_file ? xstrdup(c->git.ca_file) : NULL;
-    if (pw.alloc)
-        memset(pw.buf, 0, pw.alloc);
-    strbuf_release(&pw);
-    return 0;
+    r->git_password_file =
+        c->git.password_file && *c->git.password_file ? xstrdup(c->git.password_file) : NULL;
 }
 
 int artifacts_open(struct artifacts_repo **out, const struct sl_config *c, struct strbuf *err)
@@ -289,7 +278,7 @@ int artifacts_open(struct artifacts_repo **out, const struct sl_config *c, struc
         rc = SL_EINVAL;
     }
 
-    rc = open_git_auth(r, c, err) < 0 ? SL_EINVAL : rc;
+    open_git_auth(r, c);
 
     if (!strcmp(kind, "none") || !*kind) {
         r->kind = ARTIFACTS_NONE;
@@ -389,6 +378,7 @@ void artifacts_close(struct artifacts_repo *r)
     free(r->base);
     gitauth_release(&r->git);
     free(r->git_ca_file);
+    free(r->git_password_file);
     free(r);
 }
 
@@ -768,11 +758,30 @@ int artifacts_get_git(const struct artifacts_repo *r, const char *url, const cha
         strbuf_addstr(err, "git: a URL, a commit and a destination are needed");
         return SL_EINVAL;
     }
+    /* the password, else the first line of git.password_file */
+    struct strbuf pw = STRBUF_INIT;
+    if (r && !r->git.password && r->git_password_file) {
+        int frc = strbuf_read_file(&pw, r->git_password_file, 64 * 1024);
+        if (frc < 0) {
+            strbuf_addf(err, "cannot read git.password_file '%s': %s", r->git_password_file,
+                        sl_strerror(frc));
+            strbuf_release(&pw);
+            return SL_EINVAL;
+        }
+        while (pw.len && (pw.buf[pw.len - 1] == '\n' || pw.buf[pw.len - 1] == '\r'))
+            pw.buf[--pw.len] = '\0';
+    }
     git_libgit2_init();
     /* a copy of the credentials: fetches run on several threads at once */
     struct gitauth auth;
-    gitauth_init(&auth, r ? r->git.username : NULL, r ? r->git.password : NULL,
+    gitauth_init(&auth, r ? r->git.username : NULL,
+                 pw.len ? pw.buf
+                 : r    ? r->git.password
+                        : NULL,
                  r ? r->git.ssh_key_file : NULL, r ? r->git.known_hosts_file : NULL);
+    if (pw.alloc)
+        memset(pw.buf, 0, pw.alloc);
+    strbuf_release(&pw);
     if (gitauth_use_ca(r ? r->git_ca_file : NULL, err) < 0) {
         gitauth_release(&auth);
         git_libgit2_shutdown();

@@ -38,8 +38,9 @@
  * reader never sees half an input.
  *
  * Secrets: credentials come from artifacts.credentials_dir files or the AWS_ACCESS_KEY_ID,
- * AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN variables; they are never logged and are
- * wiped when the repository is closed.
+ * AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN variables; for `from: git` inputs, from the
+ * git.* settings (git.password_file read at each fetch that needs it). They are never
+ * logged and are wiped when the repository is closed.
  *
  * Threads and blocking: every function blocks on disk and network; the local executor
  * calls them on libuv's threadpool. A repository is read-only after artifacts_open(), so
@@ -77,7 +78,8 @@ enum artifacts_blame {
 struct artifacts_repo;
 
 /*
- * Opens the repository that c->artifacts describes, reading credentials (see above).
+ * Opens the repository that c->artifacts describes, reading credentials (see above) and
+ * keeping a copy of the git.* credentials for `from: git` inputs.
  * Returns 0 and sets *out (never NULL, even for "none"), or SL_EINVAL with every problem
  * in err (an unknown repository kind, s3 without endpoint or bucket, fs without root or
  * with a root that is not a directory, a bad compression).

@@ -337,11 +337,22 @@ static void *hasher_main(void *data)
     return NULL;
 }
 
+/* An MD5 context; out of memory aborts, as the xmalloc family does. */
+static EVP_MD_CTX *md5_ctx_new(void)
+{
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    if (!c) {
+        fprintf(stderr, "fatal: out of memory allocating an MD5 context\n");
+        abort();
+    }
+    return c;
+}
+
 static void hasher_reset(struct hasher *h, uint64_t part_size)
 {
     if (!h->md5) {
-        h->md5 = EVP_MD_CTX_new();
-        h->of_parts = EVP_MD_CTX_new();
+        h->md5 = md5_ctx_new();
+        h->of_parts = md5_ctx_new();
         pthread_mutex_init(&h->mu, NULL);
         pthread_cond_init(&h->work, NULL);
         pthread_cond_init(&h->space, NULL);
@@ -446,18 +457,18 @@ static void hasher_stop(struct hasher *h)
 /*
  * Waits for every byte to be hashed and joins the thread. Returns 0 with the checksum in
  * out as S3 writes ETags ("<md5 hex>" or "<md5 hex>-<parts>") and the raw MD5 in md (may
- * be NULL); or the errno of a failed read.
+ * be NULL); or -errno of a failed read.
  */
 static int hasher_finish(struct hasher *h, char out[48], unsigned char md[16])
 {
     if (!h->running)
-        return EINVAL;
+        return -EINVAL;
     pthread_mutex_lock(&h->mu);
     h->final = true;
     pthread_mutex_unlock(&h->mu);
     hasher_join(h);
     if (h->read_errno)
-        return h->read_errno;
+        return -h->read_errno;
     unsigned char d[16];
     unsigned int mdlen = 16;
     if (h->part_size) {
@@ -1112,10 +1123,10 @@ static enum verdict check_sent(struct xfer *x, int *rc, struct strbuf *err)
         return V_OK;
     char got[48];
     int er = hasher_finish(&x->hash, got, x->sent_md);
-    if (er) {
+    if (er < 0) {
         strbuf_reset(err);
         strbuf_addf(err, "s3 %s: cannot read the file to check it: %s", x->what,
-                    er == EIO ? "it shrank during the upload" : strerror(er));
+                    er == -EIO ? "it shrank during the upload" : strerror(-er));
         *rc = SL_EIO;
         return V_FAIL;
     }
@@ -1545,9 +1556,9 @@ static int verify_download(struct xfer *x, struct strbuf *err)
         return 0;
     char got[48];
     int er = hasher_finish(&x->hash, got, NULL);
-    if (er) {
+    if (er < 0) {
         strbuf_addf(err, "s3 %s: cannot read the download back to check it: %s", x->what,
-                    strerror(er));
+                    strerror(-er));
         return SL_EIO;
     }
     if (strcmp(got, x->obj.etag) != 0) {

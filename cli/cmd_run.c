@@ -17,6 +17,7 @@
 #include "cli/embed.h"
 #include "common/config.h"
 #include "common/error.h"
+#include "common/gitauth.h"
 #include "common/log.h"
 #include "common/strbuf.h"
 #include "common/timeutil.h"
@@ -275,7 +276,7 @@ int cmd_standalone(int argc, char **argv)
         return 1;
     }
     fprintf(stderr, "  API:      http://%s/api/v1 (port %d)\n", c.api.listen, cli_api_port(api));
-    char *source = c.git.url ? gitsync_redact_url(c.git.url) : xstrdup(c.dags_dir);
+    char *source = c.git.url ? gitauth_redact_url(c.git.url) : xstrdup(c.dags_dir);
     fprintf(stderr,
             "sluice standalone is running: DAGs from %s, step logs in %s\n"
             "  database: %s\n  redis:    %s\n"

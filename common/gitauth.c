@@ -84,17 +84,31 @@ int gitauth_use_ca(const char *ca_file, struct strbuf *err)
     return rc;
 }
 
-char *gitauth_shareable_url(const char *url)
+/* Where url's authority starts (after "://", or at the start of an scp-like URL) and its
+ * last '@' before the path, or NULL: no user information. */
+static const char *user_info_end(const char *url, const char **host)
 {
     const char *scheme = strstr(url, "://");
-    if (!scheme)
-        return xstrdup(url); /* scp-like user@host:path: no password can be written */
-    const char *host = scheme + 3;
-    const char *end = host + strcspn(host, "/");
+    *host = scheme ? scheme + 3 : url;
+    const char *end = *host + strcspn(*host, "/");
     const char *at = NULL;
-    for (const char *p = host; p < end; p++)
+    for (const char *p = *host; p < end; p++)
         if (*p == '@')
             at = p;
+    return at;
+}
+
+char *gitauth_redact_url(const char *url)
+{
+    const char *host, *at = user_info_end(url, &host);
+    return at ? xasprintf("%.*s%s", (int)(host - url), url, at + 1) : xstrdup(url);
+}
+
+char *gitauth_shareable_url(const char *url)
+{
+    if (!strstr(url, "://"))
+        return xstrdup(url); /* scp-like user@host:path: no password can be written */
+    const char *host, *at = user_info_end(url, &host);
     if (!at)
         return xstrdup(url);
     bool http = !strncmp(url, "http://", 7) || !strncmp(url, "https://", 8);

@@ -83,6 +83,10 @@ int gitauth_certificate(struct gitauth *a, git_cert *cert, int valid, const char
  */
 int gitauth_use_ca(const char *ca_file, struct strbuf *err);
 
+/* url without its user information ("https://host/x", "ssh://host/x"), for names and
+ * messages. Newly allocated. */
+char *gitauth_redact_url(const char *url);
+
 /*
  * url without what must not travel (the scheduler puts the DAG repository's URL in step
  * dispatches): http(s) URLs lose their user information (a token may be the user name),

@@ -63,20 +63,6 @@ static const char *git_msg(void)
     return e && e->message ? e->message : "unknown libgit2 error";
 }
 
-char *gitsync_redact_url(const char *url)
-{
-    const char *scheme = strstr(url, "://");
-    const char *host = scheme ? scheme + 3 : url;
-    const char *end = host + strcspn(host, "/");
-    const char *at = NULL;
-    for (const char *p = host; p < end; p++)
-        if (*p == '@')
-            at = p;
-    if (!at)
-        return xstrdup(url);
-    return xasprintf("%.*s%s", (int)(host - url), url, at + 1);
-}
-
 static bool is_ssh_url(const char *url)
 {
     if (!strncmp(url, "ssh://", 6) || !strncmp(url, "git+ssh://", 10) ||
@@ -233,7 +219,7 @@ int gitsync_open(struct gitsync **out, const struct gitsync_options *o, struct s
     g->dir = xstrdup(o->dir);
     gitauth_init(&g->auth, o->username, o->password, o->ssh_key_file, o->known_hosts_file);
     g->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : DEFAULT_TIMEOUT_MS;
-    char *shown = gitsync_redact_url(g->url);
+    char *shown = gitauth_redact_url(g->url);
     g->name = xasprintf("git:%s#%s", shown, g->ref);
     free(shown);
     g->repo_dir = xasprintf("%s/repo.git", g->dir);

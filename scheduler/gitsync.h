@@ -94,7 +94,4 @@ int gitsync_gc(struct gitsync *g, const char *const *keep, size_t n_keep, int64_
 /* The directory of checkouts: <dir>/checkouts. */
 const char *gitsync_checkouts_dir(const struct gitsync *g);
 
-/* url without its user information ("https://host/x", "ssh://host/x"), newly allocated. */
-char *gitsync_redact_url(const char *url);
-
 #endif

@@ -996,24 +996,6 @@ START_TEST(test_https_with_basic_auth_and_a_private_ca)
 }
 END_TEST
 
-START_TEST(test_redact_url)
-{
-    const char *cases[][2] = {
-        {"https://user:token@github.com/org/dags.git", "https://github.com/org/dags.git"},
-        {"https://github.com/org/dags.git", "https://github.com/org/dags.git"},
-        {"ssh://git@host:2222/x.git", "ssh://host:2222/x.git"},
-        {"git@github.com:org/dags.git", "github.com:org/dags.git"},
-        {"file:///srv/dags.git", "file:///srv/dags.git"},
-        {"https://host/path@v1", "https://host/path@v1"},
-    };
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        char *r = gitsync_redact_url(cases[i][0]);
-        ck_assert_str_eq(r, cases[i][1]);
-        free(r);
-    }
-}
-END_TEST
-
 Suite *suite_integration_gitsync(void)
 {
     Suite *s = suite_create("integration_gitsync");
@@ -1027,8 +1009,5 @@ Suite *suite_integration_gitsync(void)
     tcase_add_test(tc, test_ssh_with_key_and_known_hosts);
     tcase_add_test(tc, test_https_with_basic_auth_and_a_private_ca);
     suite_add_tcase(s, tc);
-    TCase *unit = tcase_create("unit");
-    tcase_add_test(unit, test_redact_url);
-    suite_add_tcase(s, unit);
     return s;
 }

@@ -65,6 +65,24 @@ START_TEST(test_known_hosts)
 }
 END_TEST
 
+START_TEST(test_redact_url)
+{
+    const char *cases[][2] = {
+        {"https://user:token@github.com/org/dags.git", "https://github.com/org/dags.git"},
+        {"https://github.com/org/dags.git", "https://github.com/org/dags.git"},
+        {"ssh://git@host:2222/x.git", "ssh://host:2222/x.git"},
+        {"git@github.com:org/dags.git", "github.com:org/dags.git"},
+        {"file:///srv/dags.git", "file:///srv/dags.git"},
+        {"https://host/path@v1", "https://host/path@v1"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *r = gitauth_redact_url(cases[i][0]);
+        ck_assert_str_eq(r, cases[i][1]);
+        free(r);
+    }
+}
+END_TEST
+
 /* http(s) lose the whole user information (a token may be the user), ssh only a password. */
 START_TEST(test_shareable_url)
 {
@@ -125,6 +143,7 @@ Suite *suite_common_gitauth(void)
     Suite *s = suite_create("common_gitauth");
     TCase *tc = tcase_create("gitauth");
     tcase_add_test(tc, test_known_hosts);
+    tcase_add_test(tc, test_redact_url);
     tcase_add_test(tc, test_shareable_url);
     tcase_add_test(tc, test_credentials_answers);
     suite_add_tcase(s, tc);

@@ -987,7 +987,11 @@ START_TEST(test_step_timeout_with_the_real_worker)
                                 .executor = WORKER_EXEC_LOCAL,
                                 .log_root = logs,
                                 .work_root = work,
-                                .kill_grace_ms = 500};
+                                .kill_grace_ms = 500,
+                                /* the fixture's scheduler counts a worker lost after 1 s
+                                 * without a heartbeat (worker_timeout_ms): a slow timeout
+                                 * on a loaded machine must not look like a lost worker */
+                                .heartbeat_interval_ms = 200};
     struct worker *w;
     ck_assert_int_eq(worker_start(&w, &wo), 0);
     struct store_run r = trigger(&f, "slow", NULL);

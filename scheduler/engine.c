@@ -299,9 +299,25 @@ int engine_run_new(struct engine_run **out, const struct dsl_dag *dag, const cha
  * What `{{ steps.<s>.outputs.artifacts.<a> }}` renders before the artifact's key: only the
  * worker knows its repository (a shared path, an s3:// URI, or nothing), so the scheduler
  * writes a reference the executor expands like `$(SLUICE_RUN_DIR)` (worker/artifacts.h:
- * ARTIFACTS_BASE_VAR), and staging strips it from an input's `from`.
+ * ARTIFACTS_BASE_VAR). An input's `from` names keys, as it always has (so a worker of an
+ * earlier version reads it during a rolling upgrade): the reference is dropped there.
  */
 #define ARTIFACT_BASE_REF "$(SLUICE_ARTIFACT_BASE)"
+
+/* Removes every ARTIFACT_BASE_REF from s, in place. */
+static void drop_base_refs(char *s)
+{
+    const size_t n = sizeof(ARTIFACT_BASE_REF) - 1;
+    char *w = s;
+    for (const char *r = s; *r;) {
+        if (!strncmp(r, ARTIFACT_BASE_REF, n)) {
+            r += n;
+            continue;
+        }
+        *w++ = *r++;
+    }
+    *w = '\0';
+}
 
 static void artifact_key(struct strbuf *sb, const struct engine_run *run, size_t i,
                          const char *name)
@@ -518,6 +534,7 @@ static cJSON *build_spec(struct engine_run *run, size_t i, char *err, size_t err
     for (size_t a = 0; a < d->n_input_artifacts; a++) {
         if ((rc = render(&s, d->input_artifacts[a].from, run->ctx, err, errlen)) < 0)
             goto cleanup;
+        drop_base_refs(s);
         cJSON *o = cJSON_AddObjectToObject(ins, d->input_artifacts[a].name);
         cJSON_AddStringToObject(o, "from", s);
         cJSON_AddStringToObject(o, "path", d->input_artifacts[a].path);

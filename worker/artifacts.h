@@ -26,7 +26,8 @@
  * "$(SLUICE_ARTIFACT_BASE)<key>"; the executor defines ARTIFACTS_BASE_VAR as the
  * repository's artifacts_base(), so a command gets the artifact's own location: the shared
  * path for fs (nothing staged, nothing copied), s3://bucket/prefix/key for s3, the bare
- * key for none. In an input's `from` the reference is dropped again: the key remains.
+ * key for none. An input's `from` carries the bare key (the scheduler drops the reference
+ * there, for workers of earlier versions); staging also drops one it finds.
  *
  * Sources an input may name (spec inputs.artifacts.<name>.from): a key as above; a JSON
  * list of keys (the fan-in of a fanned-out step), staged as <path>/<index>; s3://bucket/key

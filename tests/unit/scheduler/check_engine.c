@@ -260,7 +260,7 @@ START_TEST(test_spec_is_rendered)
         "\"node_selector\":{\"pool\":\"a\"}",
         "\"tolerations\":[{\"key\":\"g\",\"operator\":\"Exists\",\"effect\":\"NoSchedule\"}]",
         "\"timeout_ms\":60000",
-        "\"model\":{\"from\":\"$(SLUICE_ARTIFACT_BASE)spec/r1/a/1/model\",\"path\":\"inputs/"
+        "\"model\":{\"from\":\"spec/r1/a/1/model\",\"path\":\"inputs/"
         "model\"}",
         "\"params\":{\"p\":\"p.txt\"}",
         "\"labels\":{\"team\":\"ml\"}",

@@ -368,6 +368,30 @@ START_TEST(test_connection_dropped_after_create_adopts)
 }
 END_TEST
 
+/* POSTs pod to the simulator as another client would; it must be created (201). */
+static void post_pod(const cJSON *pod)
+{
+    char *json = cJSON_PrintUnformatted(pod);
+    int status = 0;
+    ck_assert_int_eq(
+        harness_k8ssim_request(&status, NULL, &sim, "POST", "/api/v1/namespaces/steps/pods", json),
+        0);
+    ck_assert_int_eq(status, 201);
+    free(json);
+}
+
+/* The Pod of spec, created behind the executor's back (by a worker that died, say). The
+ * caller deletes the returned Pod object. */
+static cJSON *create_pod(const cJSON *spec)
+{
+    cJSON *pod = NULL;
+    struct strbuf err = STRBUF_INIT;
+    ck_assert_msg(kube_pod_build(&pod, spec, &kopts, &err) == 0, "%s", err.buf);
+    strbuf_release(&err);
+    post_pod(pod);
+    return pod;
+}
+
 /* 409 on create: the pod is this attempt's (made by a worker that died): adopt it. A pod
  * of the same name that belongs to another attempt is an error. */
 START_TEST(test_409_adopts_ours_and_refuses_a_foreign_pod)
@@ -375,15 +399,7 @@ START_TEST(test_409_adopts_ours_and_refuses_a_foreign_pod)
     start_sim(NULL);
     new_ctx();
     cJSON *spec = spec_sh("adopt", 1, "echo from the first pod");
-    cJSON *pod = NULL;
-    struct strbuf err = STRBUF_INIT;
-    ck_assert_int_eq(kube_pod_build(&pod, spec, &kopts, &err), 0);
-    char *json = cJSON_PrintUnformatted(pod);
-    int status = 0;
-    ck_assert_int_eq(
-        harness_k8ssim_request(&status, NULL, &sim, "POST", "/api/v1/namespaces/steps/pods", json),
-        0);
-    ck_assert_int_eq(status, 201);
+    cJSON *pod = create_pod(spec);
     struct done d = {0};
     run_one(&d, spec);
     expect(&d, EXEC_FAIL_NONE, NULL);
@@ -395,19 +411,12 @@ START_TEST(test_409_adopts_ours_and_refuses_a_foreign_pod)
     /* the same name, another attempt's annotation */
     cJSON *ann = cJSON_GetObjectItem(cJSON_GetObjectItem(pod, "metadata"), "annotations");
     cJSON_ReplaceItemInObject(ann, KUBE_ANNOTATION_ATTEMPT, cJSON_CreateString("someone.else"));
-    free(json);
-    json = cJSON_PrintUnformatted(pod);
-    ck_assert_int_eq(
-        harness_k8ssim_request(&status, NULL, &sim, "POST", "/api/v1/namespaces/steps/pods", json),
-        0);
-    ck_assert_int_eq(status, 201);
+    post_pod(pod);
     struct done d2 = {0};
     run_one(&d2, spec_sh("adopt", 1, "echo never"));
     expect(&d2, EXEC_FAIL_ERROR, "pod name collision");
     done_release(&d2);
-    free(json);
     cJSON_Delete(pod);
-    strbuf_release(&err);
 }
 END_TEST
 
@@ -797,15 +806,7 @@ START_TEST(test_cancel_deletes_orphan_pods_after_the_grace)
     cJSON *spec = spec_sh("orphan", 1, "sleep 30");
     cJSON_ReplaceItemInObject(spec, "run_id", cJSON_CreateString("r9"));
     cJSON_ReplaceItemInObject(spec, "attempt_id", cJSON_CreateString("demo.r9.orphan.-1.1"));
-    cJSON *pod = NULL;
-    struct strbuf err = STRBUF_INIT;
-    ck_assert_int_eq(kube_pod_build(&pod, spec, &kopts, &err), 0);
-    char *json = cJSON_PrintUnformatted(pod);
-    int status = 0;
-    ck_assert_int_eq(
-        harness_k8ssim_request(&status, NULL, &sim, "POST", "/api/v1/namespaces/steps/pods", json),
-        0);
-    ck_assert_int_eq(status, 201);
+    cJSON *pod = create_pod(spec);
     struct done d = {0};
     cJSON *mine = spec_sh("mine", 1, "sleep 12; echo mine survived");
     start(&d, mine);
@@ -816,10 +817,8 @@ START_TEST(test_cancel_deletes_orphan_pods_after_the_grace)
     ck_assert_int_eq(harness_k8ssim_stat(&sim, "delete"), 2); /* the orphan, then mine */
     done_release(&d);
     cJSON_Delete(mine);
-    free(json);
     cJSON_Delete(pod);
     cJSON_Delete(spec);
-    strbuf_release(&err);
 }
 END_TEST
 
@@ -903,19 +902,8 @@ START_TEST(test_gc_deletes_finished_unfollowed_pods)
     const char *steps[] = {"ended", "running"};
     for (int i = 0; i < 2; i++) {
         cJSON *spec = spec_sh(steps[i], 1, scripts[i]);
-        cJSON *pod = NULL;
-        struct strbuf err = STRBUF_INIT;
-        ck_assert_int_eq(kube_pod_build(&pod, spec, &kopts, &err), 0);
-        char *json = cJSON_PrintUnformatted(pod);
-        int status = 0;
-        ck_assert_int_eq(harness_k8ssim_request(&status, NULL, &sim, "POST",
-                                                "/api/v1/namespaces/steps/pods", json),
-                         0);
-        ck_assert_int_eq(status, 201);
-        free(json);
-        cJSON_Delete(pod);
+        cJSON_Delete(create_pod(spec));
         cJSON_Delete(spec);
-        strbuf_release(&err);
     }
     for (int i = 0; i < 20000 && harness_k8ssim_stat(&sim, "delete") < 1; i++) {
         uv_run(&loop, UV_RUN_NOWAIT);
@@ -1177,15 +1165,8 @@ START_TEST(test_sidecar_log_once_across_adoption)
     /* a pod that ended while nobody followed it, whose log an earlier worker wrote up to
      * the sidecar's lines (the position file's third number): not written again */
     cJSON *spec2 = spec_out("handover", 2, "echo second pod; echo m > model.txt");
-    cJSON *pod = NULL;
-    struct strbuf err = STRBUF_INIT;
-    ck_assert_int_eq(kube_pod_build(&pod, spec2, &kopts, &err), 0);
-    char *json = cJSON_PrintUnformatted(pod);
+    cJSON *pod = create_pod(spec2);
     int status = 0;
-    ck_assert_int_eq(
-        harness_k8ssim_request(&status, NULL, &sim, "POST", "/api/v1/namespaces/steps/pods", json),
-        0);
-    ck_assert_int_eq(status, 201);
     char *get =
         xasprintf("/api/v1/namespaces/steps/pods/%s",
                   cJSON_GetObjectItem(cJSON_GetObjectItem(pod, "metadata"), "name")->valuestring);
@@ -1219,9 +1200,7 @@ START_TEST(test_sidecar_log_once_across_adoption)
     free(pos);
     free(lp);
     free(get);
-    free(json);
     cJSON_Delete(pod);
-    strbuf_release(&err);
 }
 END_TEST
 

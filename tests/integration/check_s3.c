@@ -360,6 +360,15 @@ static void proxy_stop(struct proxy *p)
     pthread_mutex_destroy(&p->mu);
 }
 
+/* How many requests through p start with line (e.g. "PUT /art/key?partNumber="). */
+static int requests_of(const struct proxy *p, const char *line)
+{
+    int n = 0;
+    for (const char *q = p->requests.buf; (q = strstr(q, line)); q++)
+        n++;
+    return n;
+}
+
 static char *proxy_endpoint(const struct proxy *p)
 {
     return xasprintf("http://127.0.0.1:%d", p->port);
@@ -422,10 +431,7 @@ START_TEST(test_s3_round_trip_multipart)
 
     int rc = s3_put_file(c, "multi/big.bin", src, meta, NULL, &up, &err);
     ck_assert_msg(rc == 0, "put: %s", err.buf);
-    int parts = 0;
-    for (const char *q = p.requests.buf; (q = strstr(q, "PUT /art/multi/big.bin?partNumber=")); q++)
-        parts++;
-    ck_assert_int_eq(parts, 5);
+    ck_assert_int_eq(requests_of(&p, "PUT /art/multi/big.bin?partNumber="), 5);
     ck_assert_ptr_nonnull(strstr(p.requests.buf, "POST /art/multi/big.bin?uploads"));
     rc = s3_get_file(c, "multi/big.bin", dst, NULL, &down, &err);
     ck_assert_msg(rc == 0, "get: %s", err.buf);
@@ -592,10 +598,7 @@ START_TEST(test_s3_upload_corruption_detected)
     int rc = s3_put_file(c, "cr/obj", src, NULL, NULL, NULL, &err);
     ck_assert_msg(rc == 0, "put through a corrupting proxy: %s", err.buf);
     ck_assert_int_eq(p.faults, 1);
-    int puts = 0;
-    for (const char *q = p.requests.buf; (q = strstr(q, "PUT /art/cr/obj")); q++)
-        puts++;
-    ck_assert_int_eq(puts, 2);
+    ck_assert_int_eq(requests_of(&p, "PUT /art/cr/obj"), 2);
     struct s3_client *direct = client_for(srv.endpoint, NULL, 0);
     char *dst = xasprintf("%s/cr.out", tmpdir);
     ck_assert_int_eq(s3_get_file(direct, "cr/obj", dst, NULL, NULL, &err), 0);
@@ -663,10 +666,7 @@ START_TEST(test_s3_download_range_ignored_restarts)
     assert_same_file(src, dst);
     ck_assert_uint_eq(info.size, 3 * 1024 * 1024 + 5);
     ck_assert_int_eq(p.faults, 2);
-    int gets = 0;
-    for (const char *q = p.requests.buf; (q = strstr(q, "GET /art/ri/obj")); q++)
-        gets++;
-    ck_assert_int_eq(gets, 2);
+    ck_assert_int_eq(requests_of(&p, "GET /art/ri/obj"), 2);
     free(src);
     free(dst);
     free(ep);
@@ -769,10 +769,8 @@ START_TEST(test_s3_multipart_corrupt_part_resent)
     int rc = s3_put_file(c, "mc/obj", src, NULL, NULL, NULL, &err);
     ck_assert_msg(rc == 0, "multipart through a corrupting proxy: %s", err.buf);
     ck_assert_int_eq(p.faults, 1);
-    int parts = 0;
-    for (const char *q = p.requests.buf; (q = strstr(q, "PUT /art/mc/obj?partNumber=")); q++)
-        parts++;
-    ck_assert_int_eq(parts, 4); /* three parts, the damaged one twice */
+    ck_assert_int_eq(requests_of(&p, "PUT /art/mc/obj?partNumber="),
+                     4); /* three parts, the damaged one twice */
     struct s3_client *direct = client_for(srv.endpoint, NULL, 0);
     char *dst = xasprintf("%s/mc.out", tmpdir);
     ck_assert_int_eq(s3_get_file(direct, "mc/obj", dst, NULL, NULL, &err), 0);
@@ -802,10 +800,7 @@ START_TEST(test_s3_upload_always_corrupted_fails)
     int rc = s3_put_file(c, "ac/obj", src, NULL, NULL, NULL, &err);
     ck_assert_int_eq(rc, SL_EIO);
     ck_assert_msg(strstr(err.buf, "is not the MD5 of the file's bytes"), "%s", err.buf);
-    int puts = 0;
-    for (const char *q = p.requests.buf; (q = strstr(q, "PUT /art/ac/obj")); q++)
-        puts++;
-    ck_assert_int_eq(puts, 4);
+    ck_assert_int_eq(requests_of(&p, "PUT /art/ac/obj"), 4);
     free(src);
     free(ep);
     strbuf_release(&err);
@@ -828,10 +823,8 @@ START_TEST(test_s3_multipart_part_retried_after_reset)
     int rc = s3_put_file(c, "mp/obj", src, NULL, NULL, &up, &err);
     ck_assert_msg(rc == 0, "multipart through a reset: %s", err.buf);
     ck_assert_int_eq(p.faults, 1);
-    int parts = 0;
-    for (const char *q = p.requests.buf; (q = strstr(q, "PUT /art/mp/obj?partNumber=")); q++)
-        parts++;
-    ck_assert_int_eq(parts, 4); /* three parts, one of them twice */
+    ck_assert_int_eq(requests_of(&p, "PUT /art/mp/obj?partNumber="),
+                     4); /* three parts, one of them twice */
     char *dst = xasprintf("%s/mp.out", tmpdir);
     ck_assert_int_eq(s3_get_file(c, "mp/obj", dst, NULL, NULL, &err), 0);
     assert_same_file(src, dst);
